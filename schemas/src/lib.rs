@@ -1,0 +1,22 @@
+//! recflow's data contracts: the behavior event and its validation, the item
+//! catalog entry, the user profile document and the records the operators
+//! hand to sinks.
+
+pub mod action;
+pub mod event;
+pub mod item;
+pub mod outputs;
+pub mod profile;
+pub mod validate;
+
+pub use action::{Action, ActionWeights, ACTIONS};
+pub use event::{Event, Str};
+pub use item::Item;
+pub use outputs::{
+    DeadLetter, HotList, ItemStatsDelta, MetricsRow, MetricsWindow, Output, SourcePos,
+};
+pub use profile::ProfileDoc;
+pub use validate::{Reason, Rejection, ValidationLimits, Validator};
+
+/// Milliseconds in one minute.
+pub const MINUTE_MS: i64 = 60_000;

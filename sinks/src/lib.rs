@@ -1,1 +1,40 @@
+//! recflow's sinks: every destination of pipeline outputs sits behind the one
+//! [`Sink`] trait, so jobs wire sources -> operators -> sinks without knowing
+//! whether the state lands in Redis/Mongo/ClickHouse or in the embedded store.
 
+pub mod batcher;
+pub mod dlq_file;
+pub mod embedded;
+pub mod error;
+pub mod file;
+pub mod raw_log_file;
+
+pub use batcher::{retry, retry_if, BatchConfig, BatchTrigger, Batcher, RetryPolicy};
+pub use dlq_file::DlqFileSink;
+pub use embedded::{EmbeddedSink, EmbeddedStore, FieldValue};
+pub use error::SinkError;
+pub use file::{FileMode, SharedFile};
+pub use raw_log_file::{RawLogFileSink, RawRow};
+
+/// A destination for pipeline outputs.
+pub trait Sink: Send {
+    /// Short name for logs/metrics ("embedded", "dlq_file", "raw_log_file", ...).
+    fn name(&self) -> &'static str;
+    /// Accepts a batch; may buffer. Records of kinds this sink does not handle are ignored.
+    fn write(&mut self, batch: &[recflow_schemas::Output]) -> Result<(), SinkError>;
+    /// Makes everything accepted so far durable/visible.
+    fn flush(&mut self) -> Result<(), SinkError>;
+}
+
+/// Boxed sinks are sinks too, so jobs can hold `Vec<Box<dyn Sink>>`.
+impl<S: Sink + ?Sized> Sink for Box<S> {
+    fn name(&self) -> &'static str {
+        (**self).name()
+    }
+    fn write(&mut self, batch: &[recflow_schemas::Output]) -> Result<(), SinkError> {
+        (**self).write(batch)
+    }
+    fn flush(&mut self) -> Result<(), SinkError> {
+        (**self).flush()
+    }
+}

@@ -1,1 +1,96 @@
+//! Where events come from: one [`Source`] trait with a JSONL file/stdin
+//! reader (and later Kafka), the item catalog, and the synthetic generator.
 
+pub mod catalog;
+pub mod generator;
+pub mod jsonl;
+
+use std::sync::Arc;
+
+use recflow_schemas::{Event, Rejection, SourcePos};
+
+pub use catalog::Catalog;
+pub use jsonl::{JsonlFile, JsonlSource};
+
+/// Where a batch came from; turned into a [`SourcePos`] only for dead letters.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Origin {
+    /// A JSONL file (`-` = stdin); offsets are 1-based line numbers.
+    File { path: Arc<str> },
+    /// A Kafka partition; offsets are Kafka offsets.
+    Kafka { topic: Arc<str>, partition: i32 },
+}
+
+impl Origin {
+    /// The position of the record at `offset` of this origin.
+    pub fn pos(&self, offset: u64) -> SourcePos {
+        match self {
+            Origin::File { path } => SourcePos::File {
+                path: path.to_string(),
+                line: offset,
+            },
+            Origin::Kafka { topic, partition } => SourcePos::Kafka {
+                topic: topic.to_string(),
+                partition: *partition,
+                offset: offset as i64,
+            },
+        }
+    }
+}
+
+/// A record that failed validation, with enough of its payload for the DLQ.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Rejected {
+    pub rejection: Rejection,
+    /// Lossy UTF-8 of the payload, cut to 4 KiB.
+    pub payload: String,
+}
+
+impl Rejected {
+    /// Keeps at most 4 KiB of the payload (the DLQ must not amplify huge inputs).
+    pub fn new(rejection: Rejection, payload: &[u8]) -> Self {
+        let cut = &payload[..payload.len().min(4096)];
+        Rejected {
+            rejection,
+            payload: String::from_utf8_lossy(cut).into_owned(),
+        }
+    }
+}
+
+/// One source record after validation.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Record {
+    /// Line number or Kafka offset.
+    pub offset: u64,
+    pub parsed: Result<Event, Box<Rejected>>,
+}
+
+/// A run of consecutive records of one origin, in source order.
+#[derive(Debug)]
+pub struct Batch {
+    pub origin: Origin,
+    pub records: Vec<Record>,
+    /// Max event time of everything before this batch in its stream
+    /// (`i64::MIN` if none): the watermark basis for lateness.
+    pub prior_max_ts: i64,
+}
+
+/// What a poll found.
+#[derive(Debug)]
+pub enum Poll {
+    /// Records to emit now.
+    Ready(Batch),
+    /// Nothing yet; poll again soon.
+    Pending,
+    /// This worker's share of the input is exhausted.
+    Done,
+}
+
+/// A per-worker reader of validated records with event-time progress.
+pub trait Source {
+    /// The next batch, if any is ready.
+    fn poll(&mut self) -> Poll;
+    /// A lower bound on `prior_max_ts` of every batch this source will still
+    /// return; the worker's watermark is this minus the allowed lateness.
+    fn max_ts_floor(&self) -> i64;
+}

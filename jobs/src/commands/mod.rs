@@ -1,0 +1,5 @@
+//! One module per `recflow` subcommand.
+
+pub mod bench;
+pub mod generate;
+pub mod run;

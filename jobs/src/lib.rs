@@ -1,0 +1,6 @@
+//! recflow's jobs: configuration, the dataflow wiring and the CLI commands.
+
+pub mod commands;
+pub mod config;
+pub mod pipeline;
+pub mod progress;

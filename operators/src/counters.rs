@@ -1,0 +1,77 @@
+//! Shared progress counters: the source of the stderr progress line and of
+//! the Prometheus series. Atomics, so workers never block on them.
+
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+
+use recflow_schemas::Reason;
+
+/// Pipeline-wide counters, one instance per process.
+#[derive(Debug)]
+pub struct Counters {
+    /// Valid events read (applied + late).
+    pub events: AtomicU64,
+    /// Valid events below the watermark on arrival.
+    pub late: AtomicU64,
+    /// Rejections per reason (index = position in `Reason::ALL`).
+    pub invalid: [AtomicU64; 8],
+    /// Windows closed (per key) by job.
+    pub hot_windows: AtomicU64,
+    pub profile_windows: AtomicU64,
+    pub metrics_windows: AtomicU64,
+    /// Per-worker watermark (epoch ms; i64::MIN before any event).
+    pub watermarks: Vec<AtomicI64>,
+}
+
+impl Counters {
+    /// Counters for `workers` local workers.
+    pub fn new(workers: usize) -> Self {
+        Counters {
+            events: AtomicU64::new(0),
+            late: AtomicU64::new(0),
+            invalid: Default::default(),
+            hot_windows: AtomicU64::new(0),
+            profile_windows: AtomicU64::new(0),
+            metrics_windows: AtomicU64::new(0),
+            watermarks: (0..workers.max(1))
+                .map(|_| AtomicI64::new(i64::MIN))
+                .collect(),
+        }
+    }
+
+    /// Counts one rejection.
+    pub fn reject(&self, reason: Reason) {
+        let i = Reason::ALL.iter().position(|r| *r == reason).unwrap_or(0);
+        self.invalid[i].fetch_add(1, Relaxed);
+    }
+
+    /// Rejections for one reason.
+    pub fn rejected(&self, reason: Reason) -> u64 {
+        let i = Reason::ALL.iter().position(|r| *r == reason).unwrap_or(0);
+        self.invalid[i].load(Relaxed)
+    }
+
+    /// All rejections except late.
+    pub fn invalid_total(&self) -> u64 {
+        Reason::ALL
+            .iter()
+            .filter(|r| **r != Reason::Late)
+            .map(|r| self.rejected(*r))
+            .sum()
+    }
+
+    /// Min watermark over local workers.
+    pub fn watermark(&self) -> i64 {
+        self.watermarks
+            .iter()
+            .map(|w| w.load(Relaxed))
+            .min()
+            .unwrap_or(i64::MIN)
+    }
+
+    /// Windows closed over all jobs.
+    pub fn windows_closed(&self) -> u64 {
+        self.hot_windows.load(Relaxed)
+            + self.profile_windows.load(Relaxed)
+            + self.metrics_windows.load(Relaxed)
+    }
+}

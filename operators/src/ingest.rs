@@ -1,0 +1,210 @@
+//! The ingest operator: pulls validated records from a [`Source`], decides
+//! lateness against the watermark, resolves categories from the catalog and
+//! splits each event into the compact records the jobs need. Event time
+//! becomes timely time (the event's minute); the operator's capabilities sit
+//! at the watermark's minute, so downstream frontiers are the watermark.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+
+use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
+use timely::dataflow::operators::Capability;
+use timely::dataflow::{Scope, StreamVec};
+
+use recflow_schemas::{DeadLetter, Event, Output, Reason, Str};
+use recflow_sources::{Catalog, Origin, Poll, Source};
+
+use crate::hot_items::HotRec;
+use crate::metrics::MetRec;
+use crate::profile::ProfRec;
+use crate::time::minute_of;
+use crate::{Counters, Minute};
+
+/// Ingest knobs.
+#[derive(Clone)]
+pub struct IngestConfig {
+    /// Watermark lag behind the max event time seen (ms).
+    pub allowed_lateness_ms: i64,
+    /// Item catalog for events without a category.
+    pub catalog: Arc<Catalog>,
+    /// Shared counters.
+    pub counters: Arc<Counters>,
+    /// Batches handled per activation before yielding to other operators.
+    pub batches_per_step: usize,
+}
+
+/// The streams ingest produces.
+pub struct IngestStreams<'s> {
+    /// Raw-log rows (every valid event) and dead letters (invalid and late).
+    pub log: StreamVec<'s, Minute, Output>,
+    /// Applied events for the hot-items job.
+    pub hot: StreamVec<'s, Minute, HotRec>,
+    /// Applied events for the profile job.
+    pub profile: StreamVec<'s, Minute, ProfRec>,
+    /// Applied events for the metrics job.
+    pub metrics: StreamVec<'s, Minute, MetRec>,
+}
+
+/// Per-minute output buffers of one step.
+#[derive(Default)]
+struct Buffers {
+    log: Vec<Output>,
+    hot: Vec<HotRec>,
+    profile: Vec<ProfRec>,
+    metrics: Vec<MetRec>,
+}
+
+fn dead_letter(
+    reason: Reason,
+    field: Option<&str>,
+    detail: String,
+    origin: &Origin,
+    offset: u64,
+    payload: String,
+) -> Output {
+    Output::Dead(Box::new(DeadLetter {
+        reason: reason.code().to_string(),
+        field: field.map(str::to_string),
+        detail,
+        source: origin.pos(offset),
+        payload,
+    }))
+}
+
+/// Builds the ingest operator for this worker over `source`.
+pub fn ingest<'s>(
+    scope: Scope<'s, Minute>,
+    mut source: Box<dyn Source>,
+    cfg: IngestConfig,
+) -> IngestStreams<'s> {
+    let worker = scope.index();
+    let mut builder = OperatorBuilder::new("Ingest".to_owned(), scope);
+    let info = builder.operator_info();
+    let activator = scope.activator_for(info.address);
+    let (log_out, log) = builder.new_output::<Vec<Output>>();
+    let (hot_out, hot) = builder.new_output::<Vec<HotRec>>();
+    let (prof_out, profile) = builder.new_output::<Vec<ProfRec>>();
+    let (met_out, metrics) = builder.new_output::<Vec<MetRec>>();
+    let (mut log_out, mut hot_out, mut prof_out, mut met_out) =
+        (log_out, hot_out, prof_out, met_out);
+
+    builder.build(move |caps| {
+        let mut caps: Vec<Capability<Minute>> = caps;
+        let mut by_minute: BTreeMap<Minute, Buffers> = BTreeMap::new();
+        let unknown = Str::new_inline("unknown");
+        move |_frontiers| {
+            if caps.is_empty() {
+                return;
+            }
+            let mut finished = false;
+            for _ in 0..cfg.batches_per_step.max(1) {
+                let batch = match source.poll() {
+                    Poll::Ready(b) => b,
+                    Poll::Pending => break,
+                    Poll::Done => {
+                        finished = true;
+                        break;
+                    }
+                };
+                let now_min = *caps[0].time();
+                let mut running = batch.prior_max_ts;
+                for rec in batch.records {
+                    let mut ev: Event = match rec.parsed {
+                        Ok(ev) => ev,
+                        Err(rej) => {
+                            cfg.counters.reject(rej.rejection.reason);
+                            let r = rej.rejection;
+                            by_minute.entry(now_min).or_default().log.push(dead_letter(
+                                r.reason,
+                                r.field,
+                                r.detail,
+                                &batch.origin,
+                                rec.offset,
+                                rej.payload,
+                            ));
+                            continue;
+                        }
+                    };
+                    cfg.counters.events.fetch_add(1, Relaxed);
+                    if ev.category.is_none() {
+                        ev.category = Some(
+                            cfg.catalog
+                                .category(&ev.tenant_id, &ev.item_id)
+                                .cloned()
+                                .unwrap_or_else(|| unknown.clone()),
+                        );
+                    }
+                    let watermark = running.saturating_sub(cfg.allowed_lateness_ms);
+                    if ev.ts < watermark {
+                        cfg.counters.late.fetch_add(1, Relaxed);
+                        cfg.counters.reject(Reason::Late);
+                        let detail =
+                            format!("timestamp {} is below the watermark {watermark}", ev.ts);
+                        let payload = serde_json::to_string(&ev).unwrap_or_default();
+                        let buf = by_minute.entry(now_min).or_default();
+                        buf.log.push(dead_letter(
+                            Reason::Late,
+                            Some("timestamp"),
+                            detail,
+                            &batch.origin,
+                            rec.offset,
+                            payload,
+                        ));
+                        buf.log.push(Output::Raw(Box::new(ev)));
+                        continue;
+                    }
+                    running = running.max(ev.ts);
+                    let buf = by_minute.entry(minute_of(ev.ts).max(now_min)).or_default();
+                    buf.hot.push(HotRec::from(&ev));
+                    buf.profile.push(ProfRec::from(&ev));
+                    buf.metrics.push(MetRec::from(&ev));
+                    buf.log.push(Output::Raw(Box::new(ev)));
+                }
+            }
+            {
+                let (mut l, mut h, mut p, mut m) = (
+                    log_out.activate(),
+                    hot_out.activate(),
+                    prof_out.activate(),
+                    met_out.activate(),
+                );
+                for (minute, mut b) in std::mem::take(&mut by_minute) {
+                    if !b.log.is_empty() {
+                        l.give(&caps[0].delayed(&minute), &mut b.log);
+                    }
+                    if !b.hot.is_empty() {
+                        h.give(&caps[1].delayed(&minute), &mut b.hot);
+                    }
+                    if !b.profile.is_empty() {
+                        p.give(&caps[2].delayed(&minute), &mut b.profile);
+                    }
+                    if !b.metrics.is_empty() {
+                        m.give(&caps[3].delayed(&minute), &mut b.metrics);
+                    }
+                }
+            }
+            let floor = source.max_ts_floor();
+            let watermark = floor.saturating_sub(cfg.allowed_lateness_ms);
+            cfg.counters.watermarks[worker % cfg.counters.watermarks.len()]
+                .store(watermark, Relaxed);
+            if finished {
+                caps.clear();
+                return;
+            }
+            let t = minute_of(watermark);
+            if floor != i64::MIN && t > *caps[0].time() {
+                for c in caps.iter_mut() {
+                    c.downgrade(&t);
+                }
+            }
+            activator.activate();
+        }
+    });
+    IngestStreams {
+        log,
+        hot,
+        profile,
+        metrics,
+    }
+}

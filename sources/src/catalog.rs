@@ -1,0 +1,139 @@
+//! The item catalog: category and publish time per (tenant, item).
+
+use std::collections::HashMap;
+use std::io::BufRead;
+use std::path::Path;
+
+use recflow_schemas::{Item, Str};
+
+/// Catalog facts the pipeline needs, per item.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CatalogEntry {
+    pub category: Option<Str>,
+    pub scenario_id: Option<Str>,
+    pub publish_time: Option<i64>,
+}
+
+/// Items by tenant then item id; lookups borrow `&str` (no allocation).
+#[derive(Clone, Debug, Default)]
+pub struct Catalog {
+    by_tenant: HashMap<Str, HashMap<Str, CatalogEntry>>,
+}
+
+/// Why a catalog file could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    #[error("reading catalog {path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("catalog {path} line {line}: {source}")]
+    Parse {
+        path: String,
+        line: u64,
+        source: serde_json::Error,
+    },
+}
+
+impl Catalog {
+    /// Inserts or replaces an item.
+    pub fn upsert(&mut self, item: &Item) {
+        self.by_tenant
+            .entry(item.tenant_id.clone())
+            .or_default()
+            .insert(
+                item.item_id.clone(),
+                CatalogEntry {
+                    category: item.category.clone(),
+                    scenario_id: item.scenario_id.clone(),
+                    publish_time: item.publish_time,
+                },
+            );
+    }
+
+    /// The entry of one item.
+    pub fn get(&self, tenant: &str, item: &str) -> Option<&CatalogEntry> {
+        self.by_tenant.get(tenant)?.get(item)
+    }
+
+    /// The item's category, if the catalog knows it.
+    pub fn category(&self, tenant: &str, item: &str) -> Option<&Str> {
+        self.get(tenant, item)?.category.as_ref()
+    }
+
+    /// Number of items.
+    pub fn len(&self) -> usize {
+        self.by_tenant.values().map(HashMap::len).sum()
+    }
+
+    /// True when empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Iterates over one tenant's items.
+    pub fn tenant_items(&self, tenant: &str) -> impl Iterator<Item = (&Str, &CatalogEntry)> {
+        self.by_tenant
+            .get(tenant)
+            .into_iter()
+            .flat_map(|m| m.iter())
+    }
+
+    /// Loads a JSONL catalog (`gen_events.py catalog` format); blank lines are skipped.
+    pub fn load_jsonl(path: &Path) -> Result<Catalog, CatalogError> {
+        let name = path.display().to_string();
+        let file = std::fs::File::open(path).map_err(|source| CatalogError::Io {
+            path: name.clone(),
+            source,
+        })?;
+        let mut cat = Catalog::default();
+        for (i, line) in std::io::BufReader::new(file).lines().enumerate() {
+            let line = line.map_err(|source| CatalogError::Io {
+                path: name.clone(),
+                source,
+            })?;
+            if line.trim().is_empty() {
+                continue;
+            }
+            let item: Item = serde_json::from_str(&line).map_err(|source| CatalogError::Parse {
+                path: name.clone(),
+                line: i as u64 + 1,
+                source,
+            })?;
+            cat.upsert(&item);
+        }
+        Ok(cat)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loads_and_looks_up() {
+        let dir = std::env::temp_dir().join(format!("recflow-cat-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("items.jsonl");
+        std::fs::write(
+            &p,
+            "{\"tenant_id\":\"t\",\"item_id\":\"i1\",\"category\":\"news\",\"publish_time\":5}\n\n\
+             {\"tenant_id\":\"t\",\"item_id\":\"i1\",\"category\":\"tech\"}\n",
+        )
+        .unwrap();
+        let c = Catalog::load_jsonl(&p).unwrap();
+        assert_eq!(c.len(), 1);
+        assert_eq!(
+            c.category("t", "i1").map(|s| s.as_str()),
+            Some("tech"),
+            "later lines replace earlier"
+        );
+        assert!(c.category("u", "i1").is_none());
+        std::fs::write(&p, "{\"tenant_id\":1}\n").unwrap();
+        assert!(matches!(
+            Catalog::load_jsonl(&p),
+            Err(CatalogError::Parse { line: 1, .. })
+        ));
+    }
+}

@@ -66,13 +66,7 @@ pub struct HotItemsConfig {
 
 impl Default for HotItemsConfig {
     fn default() -> Self {
-        HotItemsConfig {
-            window_secs: 3600,
-            slide_secs: 900,
-            half_life_secs: 1800,
-            top_k: 500,
-            category_top_k: 200,
-        }
+        HotItemsConfig { window_secs: 3600, slide_secs: 900, half_life_secs: 1800, top_k: 500, category_top_k: 200 }
     }
 }
 
@@ -87,11 +81,7 @@ pub struct ProfilesConfig {
 
 impl Default for ProfilesConfig {
     fn default() -> Self {
-        ProfilesConfig {
-            window_secs: 300,
-            recent_items: 20,
-            favorite_categories: 3,
-        }
+        ProfilesConfig { window_secs: 300, recent_items: 20, favorite_categories: 3 }
     }
 }
 
@@ -105,10 +95,7 @@ pub struct RawLogConfig {
 
 impl Default for RawLogConfig {
     fn default() -> Self {
-        RawLogConfig {
-            batch_rows: 1000,
-            batch_max_age_secs: 5.0,
-        }
+        RawLogConfig { batch_rows: 1000, batch_max_age_secs: 5.0 }
     }
 }
 
@@ -124,20 +111,15 @@ pub struct EmbeddedConfig {
 
 impl Default for EmbeddedConfig {
     fn default() -> Self {
-        EmbeddedConfig {
-            dlq_path: "out/dlq.jsonl".into(),
-            raw_log_path: "out/raw_log_batches.jsonl".into(),
-        }
+        EmbeddedConfig { dlq_path: "out/dlq.jsonl".into(), raw_log_path: "out/raw_log_batches.jsonl".into() }
     }
 }
 
 impl Config {
     /// Reads and checks a config file.
     pub fn load(path: &Path) -> anyhow::Result<Config> {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("reading config {}", path.display()))?;
-        let cfg: Config =
-            toml::from_str(&text).with_context(|| format!("parsing config {}", path.display()))?;
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading config {}", path.display()))?;
+        let cfg: Config = toml::from_str(&text).with_context(|| format!("parsing config {}", path.display()))?;
         cfg.check()?;
         Ok(cfg)
     }
@@ -146,25 +128,16 @@ impl Config {
     pub fn check(&self) -> anyhow::Result<()> {
         let h = &self.hot_items;
         if h.slide_secs == 0 || h.slide_secs % 60 != 0 {
-            bail!(
-                "hot_items.slide_secs must be a positive multiple of 60, got {}",
-                h.slide_secs
-            );
+            bail!("hot_items.slide_secs must be a positive multiple of 60, got {}", h.slide_secs);
         }
         if h.window_secs == 0 || h.window_secs % h.slide_secs != 0 {
-            bail!(
-                "hot_items.window_secs must be a positive multiple of slide_secs, got {}",
-                h.window_secs
-            );
+            bail!("hot_items.window_secs must be a positive multiple of slide_secs, got {}", h.window_secs);
         }
         if h.half_life_secs == 0 {
             bail!("hot_items.half_life_secs must be positive");
         }
         if self.profiles.window_secs == 0 || self.profiles.window_secs % 60 != 0 {
-            bail!(
-                "profiles.window_secs must be a positive multiple of 60, got {}",
-                self.profiles.window_secs
-            );
+            bail!("profiles.window_secs must be a positive multiple of 60, got {}", self.profiles.window_secs);
         }
         if self.pipeline.workers == 0 {
             bail!("pipeline.workers must be at least 1");
@@ -223,14 +196,7 @@ mod tests {
     #[test]
     fn bad_settings_name_the_key() {
         let cfg: Config = toml::from_str("[hot_items]\nslide_secs = 90").unwrap();
-        assert!(cfg
-            .check()
-            .unwrap_err()
-            .to_string()
-            .contains("hot_items.slide_secs"));
-        assert!(
-            toml::from_str::<Config>("[pipeline]\nwrokers = 2").is_err(),
-            "typos are errors"
-        );
+        assert!(cfg.check().unwrap_err().to_string().contains("hot_items.slide_secs"));
+        assert!(toml::from_str::<Config>("[pipeline]\nwrokers = 2").is_err(), "typos are errors");
     }
 }

@@ -41,45 +41,23 @@ pub fn build<'s>(
         HotOut::Stats(s) => Err(s),
     });
     let by_scenario = Exchange::new(|l: &HotList| key_hash(&[&l.tenant_id, &l.scenario_id]));
-    let hot = windowed(
-        partials,
-        by_scenario,
-        "HotTopK",
-        HotMerge::new(cfg.hot(), counters.clone()),
-    );
+    let hot = windowed(partials, by_scenario, "HotTopK", HotMerge::new(cfg.hot(), counters.clone()));
 
     // Job 3: user profiles keyed by (tenant, user, scenario).
-    let by_user =
-        Exchange::new(|r: &ProfRec| key_hash(&[&r.tenant_id, &r.user_id, &r.scenario_id]));
-    let profiles = windowed(
-        streams.profile,
-        by_user,
-        "Profiles",
-        ProfileWindows::new(cfg.profile(), counters.clone()),
-    );
+    let by_user = Exchange::new(|r: &ProfRec| key_hash(&[&r.tenant_id, &r.user_id, &r.scenario_id]));
+    let profiles = windowed(streams.profile, by_user, "Profiles", ProfileWindows::new(cfg.profile(), counters.clone()));
 
     // Job 4: metrics, pre-aggregated locally, merged per (tenant, scenario).
-    let pre = windowed(
-        streams.metrics,
-        Pipeline,
-        "MetricsPreAgg",
-        MetricsPreAgg::default(),
-    );
-    let by_tenant_scenario =
-        Exchange::new(|p: &MetPartial| key_hash(&[&p.key.tenant_id, &p.key.scenario_id]));
-    let metrics = windowed(
-        pre,
-        by_tenant_scenario,
-        "Metrics",
-        MetricsMerge::new(counters),
-    );
+    let pre = windowed(streams.metrics, Pipeline, "MetricsPreAgg", MetricsPreAgg::default());
+    let by_tenant_scenario = Exchange::new(|p: &MetPartial| key_hash(&[&p.key.tenant_id, &p.key.scenario_id]));
+    let metrics = windowed(pre, by_tenant_scenario, "Metrics", MetricsMerge::new(counters));
 
     // Job 1 (raw log) and the dead letters travel in `streams.log`.
     let outputs = scope.concatenate([
         streams.log,
         hot.map(Output::Hot),
         stats.map(Output::ItemStats),
-        profiles.map(|p| Output::Profile(Box::new(p))),
+        profiles.map(|p| Output::Profile(Arc::new(p))),
         metrics.map(Output::Metrics),
     ]);
     sink_all(outputs, sinks, errors);
@@ -88,21 +66,14 @@ pub fn build<'s>(
 /// Hands every output batch to each sink; flushes when the input is done.
 /// A failing sink is reported once and skipped (embedded sinks are local
 /// files and memory; service sinks retry inside `write`).
-fn sink_all(
-    stream: StreamVec<'_, Minute, Output>,
-    mut sinks: Vec<Box<dyn Sink>>,
-    errors: Arc<Mutex<Vec<String>>>,
-) {
+fn sink_all(stream: StreamVec<'_, Minute, Output>, mut sinks: Vec<Box<dyn Sink>>, errors: Arc<Mutex<Vec<String>>>) {
     let mut flushed = false;
     let mut failed = vec![false; sinks.len()];
     stream.sink(Pipeline, "Sinks", move |(input, frontier)| {
         let report = |i: usize, name: &str, e: recflow_sinks::SinkError, failed: &mut Vec<bool>| {
             tracing::error!(sink = name, error = %e, "sink failed");
             failed[i] = true;
-            errors
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .push(format!("{name}: {e}"));
+            errors.lock().unwrap_or_else(|p| p.into_inner()).push(format!("{name}: {e}"));
         };
         input.for_each(|_cap, data| {
             for (i, s) in sinks.iter_mut().enumerate() {

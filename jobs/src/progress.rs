@@ -20,10 +20,7 @@ pub fn fmt_watermark(ms: i64) -> String {
     }
     time::OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000)
         .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
+        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
         .unwrap_or_else(|| ms.to_string())
 }
 
@@ -63,10 +60,7 @@ impl Progress {
                 eprintln!("progress {}", line(&counters, rate));
             }
         });
-        Progress {
-            stop,
-            handle: Some(handle),
-        }
+        Progress { stop, handle: Some(handle) }
     }
 
     /// Stops the thread.

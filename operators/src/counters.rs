@@ -32,9 +32,7 @@ impl Counters {
             hot_windows: AtomicU64::new(0),
             profile_windows: AtomicU64::new(0),
             metrics_windows: AtomicU64::new(0),
-            watermarks: (0..workers.max(1))
-                .map(|_| AtomicI64::new(i64::MIN))
-                .collect(),
+            watermarks: (0..workers.max(1)).map(|_| AtomicI64::new(i64::MIN)).collect(),
         }
     }
 
@@ -52,26 +50,16 @@ impl Counters {
 
     /// All rejections except late.
     pub fn invalid_total(&self) -> u64 {
-        Reason::ALL
-            .iter()
-            .filter(|r| **r != Reason::Late)
-            .map(|r| self.rejected(*r))
-            .sum()
+        Reason::ALL.iter().filter(|r| **r != Reason::Late).map(|r| self.rejected(*r)).sum()
     }
 
     /// Min watermark over local workers.
     pub fn watermark(&self) -> i64 {
-        self.watermarks
-            .iter()
-            .map(|w| w.load(Relaxed))
-            .min()
-            .unwrap_or(i64::MIN)
+        self.watermarks.iter().map(|w| w.load(Relaxed)).min().unwrap_or(i64::MIN)
     }
 
     /// Windows closed over all jobs.
     pub fn windows_closed(&self) -> u64 {
-        self.hot_windows.load(Relaxed)
-            + self.profile_windows.load(Relaxed)
-            + self.metrics_windows.load(Relaxed)
+        self.hot_windows.load(Relaxed) + self.profile_windows.load(Relaxed) + self.metrics_windows.load(Relaxed)
     }
 }

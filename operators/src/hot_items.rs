@@ -9,7 +9,9 @@
 //! and per category; stage 2 (keyed by tenant, scenario) merges them into
 //! the global top-K.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+use rustc_hash::FxHashMap as HashMap;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
@@ -112,10 +114,7 @@ pub struct HotPanes {
 impl HotPanes {
     /// Empty state.
     pub fn new(cfg: HotConfig) -> Self {
-        HotPanes {
-            cfg,
-            panes: BTreeMap::new(),
-        }
+        HotPanes { cfg, panes: BTreeMap::new() }
     }
 }
 
@@ -131,14 +130,9 @@ impl WindowLogic for HotPanes {
             .panes
             .entry(pane)
             .or_default()
-            .entry(ItemKey {
-                tenant: r.tenant_id,
-                scenario: r.scenario_id,
-                item: r.item_id,
-            })
+            .entry(ItemKey { tenant: r.tenant_id, scenario: r.scenario_id, item: r.item_id })
             .or_default();
-        acc.sum
-            .add(decayed(w, pane_end - r.ts, self.cfg.half_life_ms));
+        acc.sum.add(decayed(w, pane_end - r.ts, self.cfg.half_life_ms));
         acc.counts[r.action.index()] += 1;
         if (r.ts, &r.event_id) >= (acc.latest.0, &acc.latest.1) {
             acc.latest = (r.ts, r.event_id, r.category);
@@ -163,11 +157,9 @@ impl WindowLogic for HotPanes {
             }
         }
         // Score the window [end - window, end) from its panes, in pane order.
-        let mut scores: HashMap<&ItemKey, (f64, &(i64, Str, Str))> = HashMap::new();
+        let mut scores: HashMap<&ItemKey, (f64, &(i64, Str, Str))> = HashMap::default();
         for (&start, items) in self.panes.range(end - self.cfg.window_ms..end) {
-            let factor = (-((end - (start + self.cfg.slide_ms)) as f64)
-                / self.cfg.half_life_ms as f64)
-                .exp2();
+            let factor = (-((end - (start + self.cfg.slide_ms)) as f64) / self.cfg.half_life_ms as f64).exp2();
             for (k, acc) in items {
                 let e = scores.entry(k).or_insert((0.0, &acc.latest));
                 e.0 += acc.sum.get() * factor;
@@ -176,20 +168,14 @@ impl WindowLogic for HotPanes {
                 }
             }
         }
-        let mut by_scenario: HashMap<(&Str, &Str), Vec<(Str, f64)>> = HashMap::new();
-        let mut by_category: HashMap<(&Str, &Str, &Str), Vec<(Str, f64)>> = HashMap::new();
+        let mut by_scenario: HashMap<(&Str, &Str), Vec<(Str, f64)>> = HashMap::default();
+        let mut by_category: HashMap<(&Str, &Str, &Str), Vec<(Str, f64)>> = HashMap::default();
         for (k, (score, latest)) in scores {
             if score <= 0.0 {
                 continue;
             }
-            by_scenario
-                .entry((&k.tenant, &k.scenario))
-                .or_default()
-                .push((k.item.clone(), score));
-            by_category
-                .entry((&k.tenant, &k.scenario, &latest.2))
-                .or_default()
-                .push((k.item.clone(), score));
+            by_scenario.entry((&k.tenant, &k.scenario)).or_default().push((k.item.clone(), score));
+            by_category.entry((&k.tenant, &k.scenario, &latest.2)).or_default().push((k.item.clone(), score));
         }
         let mut lists: Vec<HotList> = Vec::with_capacity(by_scenario.len() + by_category.len());
         for ((t, s), entries) in by_scenario {
@@ -227,11 +213,7 @@ pub struct HotMerge {
 impl HotMerge {
     /// Empty state.
     pub fn new(cfg: HotConfig, counters: Arc<Counters>) -> Self {
-        HotMerge {
-            cfg,
-            counters,
-            lists: BTreeMap::new(),
-        }
+        HotMerge { cfg, counters, lists: BTreeMap::new() }
     }
 }
 
@@ -255,23 +237,13 @@ impl WindowLogic for HotMerge {
             return;
         };
         for ((tenant_id, scenario_id, category), entries) in lists {
-            let k = if category.is_some() {
-                self.cfg.category_top_k
-            } else {
-                self.cfg.top_k
-            };
+            let k = if category.is_some() { self.cfg.category_top_k } else { self.cfg.top_k };
             let entries = top_k(entries, k);
             if entries.is_empty() {
                 continue;
             }
             self.counters.hot_windows.fetch_add(1, Relaxed);
-            out.push(HotList {
-                tenant_id,
-                scenario_id,
-                category,
-                window_end: end,
-                entries,
-            });
+            out.push(HotList { tenant_id, scenario_id, category, window_end: end, entries });
         }
     }
 }
@@ -321,11 +293,7 @@ mod tests {
         let end = 11 * h;
         assert!(closes.contains(&((end / MINUTE_MS) as Minute)));
         let mut out = Vec::new();
-        for m in closes
-            .iter()
-            .copied()
-            .filter(|m| (*m as i64) * MINUTE_MS <= end)
-        {
+        for m in closes.iter().copied().filter(|m| (*m as i64) * MINUTE_MS <= end) {
             out.clear();
             p.close(m, &mut out);
         }

@@ -73,11 +73,7 @@ fn dead_letter(
 }
 
 /// Builds the ingest operator for this worker over `source`.
-pub fn ingest<'s>(
-    scope: Scope<'s, Minute>,
-    mut source: Box<dyn Source>,
-    cfg: IngestConfig,
-) -> IngestStreams<'s> {
+pub fn ingest<'s>(scope: Scope<'s, Minute>, mut source: Box<dyn Source>, cfg: IngestConfig) -> IngestStreams<'s> {
     let worker = scope.index();
     let mut builder = OperatorBuilder::new("Ingest".to_owned(), scope);
     let info = builder.operator_info();
@@ -86,8 +82,7 @@ pub fn ingest<'s>(
     let (hot_out, hot) = builder.new_output::<Vec<HotRec>>();
     let (prof_out, profile) = builder.new_output::<Vec<ProfRec>>();
     let (met_out, metrics) = builder.new_output::<Vec<MetRec>>();
-    let (mut log_out, mut hot_out, mut prof_out, mut met_out) =
-        (log_out, hot_out, prof_out, met_out);
+    let (mut log_out, mut hot_out, mut prof_out, mut met_out) = (log_out, hot_out, prof_out, met_out);
 
     builder.build(move |caps| {
         let mut caps: Vec<Capability<Minute>> = caps;
@@ -139,8 +134,7 @@ pub fn ingest<'s>(
                     if ev.ts < watermark {
                         cfg.counters.late.fetch_add(1, Relaxed);
                         cfg.counters.reject(Reason::Late);
-                        let detail =
-                            format!("timestamp {} is below the watermark {watermark}", ev.ts);
+                        let detail = format!("timestamp {} is below the watermark {watermark}", ev.ts);
                         let payload = serde_json::to_string(&ev).unwrap_or_default();
                         let buf = by_minute.entry(now_min).or_default();
                         buf.log.push(dead_letter(
@@ -163,12 +157,8 @@ pub fn ingest<'s>(
                 }
             }
             {
-                let (mut l, mut h, mut p, mut m) = (
-                    log_out.activate(),
-                    hot_out.activate(),
-                    prof_out.activate(),
-                    met_out.activate(),
-                );
+                let (mut l, mut h, mut p, mut m) =
+                    (log_out.activate(), hot_out.activate(), prof_out.activate(), met_out.activate());
                 for (minute, mut b) in std::mem::take(&mut by_minute) {
                     if !b.log.is_empty() {
                         l.give(&caps[0].delayed(&minute), &mut b.log);
@@ -186,8 +176,7 @@ pub fn ingest<'s>(
             }
             let floor = source.max_ts_floor();
             let watermark = floor.saturating_sub(cfg.allowed_lateness_ms);
-            cfg.counters.watermarks[worker % cfg.counters.watermarks.len()]
-                .store(watermark, Relaxed);
+            cfg.counters.watermarks[worker % cfg.counters.watermarks.len()].store(watermark, Relaxed);
             if finished {
                 caps.clear();
                 return;
@@ -201,10 +190,5 @@ pub fn ingest<'s>(
             activator.activate();
         }
     });
-    IngestStreams {
-        log,
-        hot,
-        profile,
-        metrics,
-    }
+    IngestStreams { log, hot, profile, metrics }
 }

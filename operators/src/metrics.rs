@@ -3,7 +3,9 @@
 //! worker (no exchange of raw events); stage 2, keyed by (tenant,
 //! scenario), merges the partials and emits one snapshot per minute.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+use rustc_hash::FxHashMap as HashMap;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
@@ -26,9 +28,7 @@ pub struct MetRec {
 }
 
 /// (tenant, scenario, experiment, variant).
-#[derive(
-    Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
-)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 pub struct MetKey {
     pub tenant_id: Str,
     pub scenario_id: Str,
@@ -144,7 +144,7 @@ impl WindowLogic for MetricsPreAgg {
         let m = minute_of(r.ts);
         let map = self.minutes.entry(m).or_insert_with(|| {
             close_at(m + 1);
-            HashMap::new()
+            HashMap::default()
         });
         match map.get_mut(&r.key) {
             Some(acc) => acc.add(&r),
@@ -160,11 +160,7 @@ impl WindowLogic for MetricsPreAgg {
         let m = close - 1;
         if let Some(map) = self.minutes.remove(&m) {
             let window_start = m as i64 * MINUTE_MS;
-            out.extend(map.into_iter().map(|(key, acc)| MetPartial {
-                key,
-                window_start,
-                acc,
-            }));
+            out.extend(map.into_iter().map(|(key, acc)| MetPartial { key, window_start, acc }));
         }
     }
 }
@@ -178,10 +174,7 @@ pub struct MetricsMerge {
 impl MetricsMerge {
     /// Empty state.
     pub fn new(counters: Arc<Counters>) -> Self {
-        MetricsMerge {
-            counters,
-            minutes: BTreeMap::new(),
-        }
+        MetricsMerge { counters, minutes: BTreeMap::new() }
     }
 }
 
@@ -191,12 +184,7 @@ impl WindowLogic for MetricsMerge {
 
     fn absorb(&mut self, p: MetPartial, close_at: &mut dyn FnMut(Minute)) {
         close_at((p.window_start / MINUTE_MS) as Minute + 1);
-        self.minutes
-            .entry(p.window_start)
-            .or_default()
-            .entry(p.key)
-            .or_default()
-            .merge(&p.acc);
+        self.minutes.entry(p.window_start).or_default().entry(p.key).or_default().merge(&p.acc);
     }
 
     fn close(&mut self, close: Minute, out: &mut Vec<MetricsWindow>) {
@@ -209,9 +197,7 @@ impl WindowLogic for MetricsMerge {
             let row = acc.row(key.experiment_id, key.variant);
             match out.last_mut() {
                 Some(w)
-                    if w.window_start == start
-                        && w.tenant_id == key.tenant_id
-                        && w.scenario_id == key.scenario_id =>
+                    if w.window_start == start && w.tenant_id == key.tenant_id && w.scenario_id == key.scenario_id =>
                 {
                     w.rows.push(row)
                 }
@@ -263,41 +249,22 @@ mod tests {
             acc.add(&r);
         }
         let row = acc.row("exp".into(), "a".into());
-        assert_eq!(
-            (
-                row.impressions,
-                row.clicks,
-                row.views,
-                row.orders,
-                row.payments
-            ),
-            (0, 2, 2, 1, 1)
-        );
+        assert_eq!((row.impressions, row.clicks, row.views, row.orders, row.payments), (0, 2, 2, 1, 1));
         assert_eq!(row.ctr, 0.0, "no impressions: ctr 0, not NaN");
         assert_eq!(row.interaction_rate, 0.0);
         assert_eq!(row.conversion_rate, 0.5);
         assert_eq!(row.avg_watch_duration, 20.0);
-        assert_eq!(
-            row.avg_completion_rate, 0.5,
-            "mean over events carrying the field"
-        );
+        assert_eq!(row.avg_completion_rate, 0.5, "mean over events carrying the field");
         assert_eq!(row.gmv, 12.25, "only payments count");
         let empty = MetAcc::default().row("e".into(), "v".into());
-        assert_eq!(
-            (empty.ctr, empty.avg_watch_duration, empty.conversion_rate),
-            (0.0, 0.0, 0.0)
-        );
+        assert_eq!((empty.ctr, empty.avg_watch_duration, empty.conversion_rate), (0.0, 0.0, 0.0));
     }
 
     #[test]
     fn pre_aggregation_then_merge_equals_one_pass() {
         let recs: Vec<MetRec> = (0..50)
             .map(|i| {
-                let a = if i % 3 == 0 {
-                    Action::Impression
-                } else {
-                    Action::Click
-                };
+                let a = if i % 3 == 0 { Action::Impression } else { Action::Click };
                 rec(a, (i % 4) * 30_000, (None, None, None))
             })
             .collect();

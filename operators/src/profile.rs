@@ -1,11 +1,13 @@
 //! User profiles: per (tenant, user, scenario), 5-minute tumbling windows
 //! folded into a cumulative profile when each window closes.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+use rustc_hash::FxHashMap as HashMap;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
-use recflow_schemas::{Action, Event, ProfileDoc, Str, ACTIONS, MINUTE_MS};
+use recflow_schemas::{Action, ActionCounts, Event, ProfileDoc, Str, MINUTE_MS};
 
 use crate::exact::ExactSum;
 use crate::time::window_start;
@@ -157,67 +159,42 @@ fn note_item(recent: &mut Vec<(i64, Str, Str)>, entry: (i64, Str, Str), keep: us
     recent.truncate(keep);
 }
 
-#[derive(Default)]
-struct UserState {
-    total: Agg,
-    open: BTreeMap<i64, Agg>,
-}
-
 /// The profile job's window logic.
 pub struct ProfileWindows {
     cfg: ProfileConfig,
     counters: Arc<Counters>,
-    users: HashMap<UserKey, UserState>,
-    /// Window end -> users with data in that window.
-    due: BTreeMap<i64, Vec<UserKey>>,
+    /// Cumulative aggregate over closed windows, per user.
+    users: HashMap<UserKey, Agg>,
+    /// Window end -> per-user aggregate of that (still open) window.
+    open: BTreeMap<i64, HashMap<UserKey, Agg>>,
 }
 
 impl ProfileWindows {
     /// Empty state.
     pub fn new(cfg: ProfileConfig, counters: Arc<Counters>) -> Self {
-        ProfileWindows {
-            cfg,
-            counters,
-            users: HashMap::new(),
-            due: BTreeMap::new(),
-        }
+        ProfileWindows { cfg, counters, users: HashMap::default(), open: BTreeMap::new() }
     }
 }
 
 /// Builds the document from a cumulative aggregate.
 fn document(k: &UserKey, a: &Agg, updated_window: i64, favorites: usize) -> ProfileDoc {
     let total: u64 = a.category_weights.iter().map(|(_, w)| w).sum();
-    let mut cats: Vec<(&Str, u64)> = a
-        .category_weights
-        .iter()
-        .filter(|(_, w)| *w > 0)
-        .map(|(c, w)| (c, *w))
-        .collect();
+    let mut cats: Vec<(&Str, u64)> = a.category_weights.iter().filter(|(_, w)| *w > 0).map(|(c, w)| (c, *w)).collect();
     cats.sort_by(|x, y| y.1.cmp(&x.1).then_with(|| x.0.cmp(y.0)));
     ProfileDoc {
         tenant_id: k.tenant.clone(),
         user_id: k.user.clone(),
         scenario_id: k.scenario.clone(),
-        counts: ACTIONS
-            .iter()
-            .map(|act| (act.name().to_string(), a.counts[act.index()]))
-            .collect(),
+        counts: ActionCounts(a.counts),
         watch_count: a.counts[Action::View.index()] + a.counts[Action::Play.index()],
         watch_seconds: a.watch_seconds.get(),
-        category_counts: cats.iter().map(|(c, w)| (c.to_string(), *w)).collect(),
-        category_scores: cats
-            .iter()
-            .map(|(c, w)| (c.to_string(), *w as f64 / total as f64))
-            .collect(),
-        favorite_categories: cats
-            .iter()
-            .take(favorites)
-            .map(|(c, _)| c.to_string())
-            .collect(),
+        category_counts: cats.iter().map(|(c, w)| ((*c).clone(), *w)).collect(),
+        category_scores: cats.iter().map(|(c, w)| ((*c).clone(), *w as f64 / total as f64)).collect(),
+        favorite_categories: cats.iter().take(favorites).map(|(c, _)| (*c).clone()).collect(),
         active_hours: a.active_hours.to_vec(),
         first_seen: a.first_seen,
         last_active_at: a.last_active,
-        recent_items: a.recent.iter().map(|e| e.2.to_string()).collect(),
+        recent_items: a.recent.iter().map(|e| e.2.clone()).collect(),
         updated_window,
     }
 }
@@ -229,48 +206,23 @@ impl WindowLogic for ProfileWindows {
     fn absorb(&mut self, r: ProfRec, close_at: &mut dyn FnMut(Minute)) {
         let end = window_start(r.ts, self.cfg.window_ms) + self.cfg.window_ms;
         let weight = self.cfg.weights[r.action.index()];
-        let key = UserKey {
-            tenant: r.tenant_id.clone(),
-            user: r.user_id.clone(),
-            scenario: r.scenario_id.clone(),
-        };
-        let state = self.users.entry(key).or_default();
-        let agg = match state.open.entry(end) {
-            std::collections::btree_map::Entry::Occupied(o) => o.into_mut(),
-            std::collections::btree_map::Entry::Vacant(v) => {
-                let k = UserKey {
-                    tenant: r.tenant_id.clone(),
-                    user: r.user_id.clone(),
-                    scenario: r.scenario_id.clone(),
-                };
-                self.due.entry(end).or_default().push(k);
-                close_at((end / MINUTE_MS) as Minute);
-                v.insert(Agg::default())
-            }
-        };
-        agg.add(r, weight);
+        let window = self.open.entry(end).or_insert_with(|| {
+            close_at((end / MINUTE_MS) as Minute);
+            HashMap::default()
+        });
+        let key = UserKey { tenant: r.tenant_id.clone(), user: r.user_id.clone(), scenario: r.scenario_id.clone() };
+        window.entry(key).or_default().add(r, weight);
     }
 
     fn close(&mut self, close: Minute, out: &mut Vec<ProfileDoc>) {
         let end = close as i64 * MINUTE_MS;
-        let Some(keys) = self.due.remove(&end) else {
-            return;
-        };
-        for k in keys {
-            let Some(state) = self.users.get_mut(&k) else {
-                continue;
-            };
-            let Some(window) = state.open.remove(&end) else {
-                continue;
-            };
-            state.total.merge(window, self.cfg.recent_items);
+        let Some(window) = self.open.remove(&end) else { return };
+        out.reserve(window.len());
+        for (k, agg) in window {
+            let total = self.users.entry(k.clone()).or_default();
+            total.merge(agg, self.cfg.recent_items);
             self.counters.profile_windows.fetch_add(1, Relaxed);
-            out.push(document(
-                &k,
-                &state.total,
-                end,
-                self.cfg.favorite_categories,
-            ));
+            out.push(document(&k, total, end, self.cfg.favorite_categories));
         }
     }
 }
@@ -285,11 +237,7 @@ mod tests {
             user_id: "u".into(),
             scenario_id: "s".into(),
             item_id: item.into(),
-            category: if item.starts_with('n') {
-                "news".into()
-            } else {
-                "tech".into()
-            },
+            category: if item.starts_with('n') { "news".into() } else { "tech".into() },
             ts,
             action,
             event_id: eid.into(),

@@ -42,16 +42,10 @@ mod tests {
         assert_eq!(window_start(t - 1, 300_000), t - 300_000);
         // Sliding 1h/15m: windows ending 10:30, 10:45, 11:00, 11:15.
         let ends: Vec<i64> = sliding_window_ends(t, H, Q).collect();
-        assert_eq!(
-            ends,
-            vec![10 * H + 2 * Q, 10 * H + 3 * Q, 11 * H, 11 * H + Q]
-        );
+        assert_eq!(ends, vec![10 * H + 2 * Q, 10 * H + 3 * Q, 11 * H, 11 * H + Q]);
         // One ms earlier: ends 10:15 .. 11:00.
         let ends: Vec<i64> = sliding_window_ends(t - 1, H, Q).collect();
-        assert_eq!(
-            ends,
-            vec![10 * H + Q, 10 * H + 2 * Q, 10 * H + 3 * Q, 11 * H]
-        );
+        assert_eq!(ends, vec![10 * H + Q, 10 * H + 2 * Q, 10 * H + 3 * Q, 11 * H]);
         for e in sliding_window_ends(t, H, Q) {
             assert!(e - H <= t && t < e);
         }

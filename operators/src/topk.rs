@@ -30,16 +30,7 @@ mod tests {
     #[test]
     fn ties_break_by_id_and_zero_scores_drop() {
         let e = |s: &str, v: f64| (Str::new(s), v);
-        let got = top_k(
-            vec![
-                e("b", 2.0),
-                e("a", 2.0),
-                e("c", 5.0),
-                e("d", 0.0),
-                e("z", 1.0),
-            ],
-            3,
-        );
+        let got = top_k(vec![e("b", 2.0), e("a", 2.0), e("c", 5.0), e("d", 0.0), e("z", 1.0)], 3);
         assert_eq!(got, vec![e("c", 5.0), e("a", 2.0), e("b", 2.0)]);
         let got = top_k(vec![e("b", 1.0), e("a", 1.0)], 1);
         assert_eq!(got, vec![e("a", 1.0)]);

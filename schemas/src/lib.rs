@@ -12,10 +12,8 @@ pub mod validate;
 pub use action::{Action, ActionWeights, ACTIONS};
 pub use event::{Event, Str};
 pub use item::Item;
-pub use outputs::{
-    DeadLetter, HotList, ItemStatsDelta, MetricsRow, MetricsWindow, Output, SourcePos,
-};
-pub use profile::ProfileDoc;
+pub use outputs::{DeadLetter, HotList, ItemStatsDelta, MetricsRow, MetricsWindow, Output, SourcePos};
+pub use profile::{ActionCounts, ProfileDoc};
 pub use validate::{Reason, Rejection, ValidationLimits, Validator};
 
 /// Milliseconds in one minute.

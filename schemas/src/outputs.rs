@@ -11,11 +11,7 @@ pub enum SourcePos {
     /// 1-based line of a JSONL file (`-` is stdin).
     File { path: String, line: u64 },
     /// A Kafka record.
-    Kafka {
-        topic: String,
-        partition: i32,
-        offset: i64,
-    },
+    Kafka { topic: String, partition: i32, offset: i64 },
 }
 
 /// A rejected or late record on its way to the dead-letter topic/file.
@@ -145,7 +141,7 @@ pub enum Output {
     /// Cumulative action counts to add to an item's stats.
     ItemStats(ItemStatsDelta),
     /// A user profile after a window closed.
-    Profile(Box<ProfileDoc>),
+    Profile(std::sync::Arc<ProfileDoc>),
     /// A closed minute of experiment metrics.
     Metrics(MetricsWindow),
 }

@@ -61,11 +61,7 @@ pub struct Rejection {
 
 impl Rejection {
     fn new(reason: Reason, field: Option<&'static str>, detail: impl Into<String>) -> Self {
-        Rejection {
-            reason,
-            field,
-            detail: detail.into(),
-        }
+        Rejection { reason, field, detail: detail.into() }
     }
     fn invalid(field: &'static str, detail: impl Into<String>) -> Self {
         Self::new(Reason::InvalidField, Some(field), detail)
@@ -83,10 +79,7 @@ pub struct ValidationLimits {
 
 impl Default for ValidationLimits {
     fn default() -> Self {
-        ValidationLimits {
-            max_payload_bytes: 64 * 1024,
-            max_future_skew_ms: 5 * 60_000,
-        }
+        ValidationLimits { max_payload_bytes: 64 * 1024, max_future_skew_ms: 5 * 60_000 }
     }
 }
 
@@ -217,22 +210,14 @@ fn is_null(raw: &Option<&RawValue>) -> bool {
 }
 
 fn id_field(raw: &RawValue, field: &'static str, class: Class) -> Result<Str, Rejection> {
-    let s = raw_str(raw)
-        .ok_or_else(|| Rejection::invalid(field, format!("{field} must be a string")))?;
+    let s = raw_str(raw).ok_or_else(|| Rejection::invalid(field, format!("{field} must be a string")))?;
     if !class.check(&s) {
-        return Err(Rejection::invalid(
-            field,
-            format!("{field} must match {}", class.describe()),
-        ));
+        return Err(Rejection::invalid(field, format!("{field} must match {}", class.describe())));
     }
     Ok(Str::new(s))
 }
 
-fn opt_id(
-    raw: Option<&RawValue>,
-    field: &'static str,
-    class: Class,
-) -> Result<Option<Str>, Rejection> {
+fn opt_id(raw: Option<&RawValue>, field: &'static str, class: Class) -> Result<Option<Str>, Rejection> {
     match raw {
         Some(r) if r.get() != "null" => id_field(r, field, class).map(Some),
         _ => Ok(None),
@@ -243,33 +228,20 @@ fn number(raw: &RawValue, field: &'static str) -> Result<f64, Rejection> {
     let t = raw.get();
     let b = t.as_bytes().first().copied().unwrap_or(b'x');
     if !(b == b'-' || b.is_ascii_digit()) {
-        return Err(Rejection::invalid(
-            field,
-            format!("{field} must be a number"),
-        ));
+        return Err(Rejection::invalid(field, format!("{field} must be a number")));
     }
     match t.parse::<f64>() {
         Ok(v) if v.is_finite() => Ok(v),
-        _ => Err(Rejection::invalid(
-            field,
-            format!("{field} must be a finite number"),
-        )),
+        _ => Err(Rejection::invalid(field, format!("{field} must be a finite number"))),
     }
 }
 
-fn opt_number(
-    raw: Option<&RawValue>,
-    field: &'static str,
-    range: (f64, f64),
-) -> Result<Option<f64>, Rejection> {
+fn opt_number(raw: Option<&RawValue>, field: &'static str, range: (f64, f64)) -> Result<Option<f64>, Rejection> {
     match raw {
         Some(r) if r.get() != "null" => {
             let v = number(r, field)?;
             if v < range.0 || v > range.1 {
-                return Err(Rejection::invalid(
-                    field,
-                    format!("{field} must be within {}..{}", range.0, range.1),
-                ));
+                return Err(Rejection::invalid(field, format!("{field} must be within {}..{}", range.0, range.1)));
             }
             Ok(Some(v))
         }
@@ -281,27 +253,21 @@ fn opt_number(
 fn timestamp(raw: &RawValue) -> Result<i64, Rejection> {
     let t = raw.get();
     if t.starts_with('"') {
-        let s = raw_str(raw)
-            .ok_or_else(|| Rejection::invalid("timestamp", "timestamp is not a valid string"))?;
+        let s = raw_str(raw).ok_or_else(|| Rejection::invalid("timestamp", "timestamp is not a valid string"))?;
         let dt = time::OffsetDateTime::parse(&s, &time::format_description::well_known::Rfc3339)
-            .map_err(|e| {
-                Rejection::invalid("timestamp", format!("timestamp is not RFC 3339: {e}"))
-            })?;
+            .map_err(|e| Rejection::invalid("timestamp", format!("timestamp is not RFC 3339: {e}")))?;
         let ms = dt.unix_timestamp_nanos() / 1_000_000;
-        return i64::try_from(ms).ok().filter(|ms| *ms >= 0).ok_or_else(|| {
-            Rejection::invalid("timestamp", "timestamp before 1970 or out of range")
-        });
+        return i64::try_from(ms)
+            .ok()
+            .filter(|ms| *ms >= 0)
+            .ok_or_else(|| Rejection::invalid("timestamp", "timestamp before 1970 or out of range"));
     }
     match t.parse::<i64>() {
         Ok(ms) if ms >= 0 => Ok(ms),
-        Ok(_) => Err(Rejection::invalid(
-            "timestamp",
-            "timestamp must not be negative",
-        )),
-        Err(_) => Err(Rejection::invalid(
-            "timestamp",
-            "timestamp must be integer epoch milliseconds or an RFC 3339 string",
-        )),
+        Ok(_) => Err(Rejection::invalid("timestamp", "timestamp must not be negative")),
+        Err(_) => {
+            Err(Rejection::invalid("timestamp", "timestamp must be integer epoch milliseconds or an RFC 3339 string"))
+        }
     }
 }
 
@@ -326,21 +292,12 @@ impl Validator {
 
     /// Validates one payload. `topic_tenant` is the tenant of the topic the
     /// payload came from (`None` for files); `now_ms` is the wall clock.
-    pub fn validate(
-        &self,
-        payload: &[u8],
-        topic_tenant: Option<&str>,
-        now_ms: i64,
-    ) -> Result<Event, Rejection> {
+    pub fn validate(&self, payload: &[u8], topic_tenant: Option<&str>, now_ms: i64) -> Result<Event, Rejection> {
         if payload.len() > self.limits.max_payload_bytes {
             return Err(Rejection::new(
                 Reason::Oversize,
                 None,
-                format!(
-                    "payload is {} bytes, limit {}",
-                    payload.len(),
-                    self.limits.max_payload_bytes
-                ),
+                format!("payload is {} bytes, limit {}", payload.len(), self.limits.max_payload_bytes),
             ));
         }
         let text = std::str::from_utf8(payload)
@@ -363,11 +320,7 @@ impl Validator {
         ];
         for (name, v) in required {
             if is_null(v) {
-                return Err(Rejection::new(
-                    Reason::MissingField,
-                    Some(name),
-                    format!("{name} is required"),
-                ));
+                return Err(Rejection::new(Reason::MissingField, Some(name), format!("{name} is required")));
             }
         }
 
@@ -426,10 +379,7 @@ impl Validator {
             return Err(Rejection::new(
                 Reason::FutureTimestamp,
                 Some("timestamp"),
-                format!(
-                    "timestamp {ts} is more than {} ms ahead of now ({now_ms})",
-                    self.limits.max_future_skew_ms
-                ),
+                format!("timestamp {ts} is more than {} ms ahead of now ({now_ms})", self.limits.max_future_skew_ms),
             ));
         }
 
@@ -466,10 +416,7 @@ fn truncate(s: &str, max: usize) -> &str {
 
 /// Milliseconds since the epoch, now.
 pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
 #[cfg(test)]
@@ -522,27 +469,9 @@ mod tests {
         let mut v = ok();
         v["pad"] = big.into();
         assert_eq!(reason(&v).0, Reason::Oversize);
-        assert_eq!(
-            Validator::default()
-                .validate(b"{\"a\":", None, NOW)
-                .unwrap_err()
-                .reason,
-            Reason::BadJson
-        );
-        assert_eq!(
-            Validator::default()
-                .validate(b"[1,2]", None, NOW)
-                .unwrap_err()
-                .reason,
-            Reason::BadJson
-        );
-        assert_eq!(
-            Validator::default()
-                .validate(b"\xff\xfe", None, NOW)
-                .unwrap_err()
-                .reason,
-            Reason::BadJson
-        );
+        assert_eq!(Validator::default().validate(b"{\"a\":", None, NOW).unwrap_err().reason, Reason::BadJson);
+        assert_eq!(Validator::default().validate(b"[1,2]", None, NOW).unwrap_err().reason, Reason::BadJson);
+        assert_eq!(Validator::default().validate(b"\xff\xfe", None, NOW).unwrap_err().reason, Reason::BadJson);
 
         // missing beats invalid, even when an earlier field is invalid.
         let mut v = ok();
@@ -585,11 +514,7 @@ mod tests {
         ] {
             let mut v = ok();
             v[field] = bad.into();
-            assert_eq!(
-                reason(&v),
-                (Reason::InvalidField, Some(field)),
-                "{field}={bad:?}"
-            );
+            assert_eq!(reason(&v), (Reason::InvalidField, Some(field)), "{field}={bad:?}");
         }
         let mut v = ok();
         v["user_id"] = "u".repeat(129).into();
@@ -613,25 +538,15 @@ mod tests {
     #[test]
     fn extra_and_context() {
         let mut v = ok();
-        v["extra"] =
-            serde_json::json!({"watch_duration": 12.5, "completion_rate": 0.5, "amount": 3});
+        v["extra"] = serde_json::json!({"watch_duration": 12.5, "completion_rate": 0.5, "amount": 3});
         v["context"] = serde_json::json!({"device_type": "mobile"});
         let e = check(&v).unwrap();
-        assert_eq!(
-            (e.watch_duration, e.completion_rate, e.amount),
-            (Some(12.5), Some(0.5), Some(3.0))
-        );
+        assert_eq!((e.watch_duration, e.completion_rate, e.amount), (Some(12.5), Some(0.5), Some(3.0)));
         assert_eq!(e.context.as_deref(), Some(r#"{"device_type":"mobile"}"#));
         v["extra"] = serde_json::json!({"completion_rate": 1.5});
-        assert_eq!(
-            reason(&v),
-            (Reason::InvalidField, Some("extra.completion_rate"))
-        );
+        assert_eq!(reason(&v), (Reason::InvalidField, Some("extra.completion_rate")));
         v["extra"] = serde_json::json!({"watch_duration": "long"});
-        assert_eq!(
-            reason(&v),
-            (Reason::InvalidField, Some("extra.watch_duration"))
-        );
+        assert_eq!(reason(&v), (Reason::InvalidField, Some("extra.watch_duration")));
         v["extra"] = serde_json::json!([1]);
         assert_eq!(reason(&v), (Reason::InvalidField, Some("extra")));
         let mut v = ok();

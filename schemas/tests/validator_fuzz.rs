@@ -8,14 +8,7 @@ use serde_json::{json, Map, Value};
 
 const NOW: i64 = 1_767_600_000_000;
 const LIMIT: usize = 64 * 1024;
-const REQUIRED: [&str; 6] = [
-    "tenant_id",
-    "scenario_id",
-    "user_id",
-    "item_id",
-    "action_type",
-    "timestamp",
-];
+const REQUIRED: [&str; 6] = ["tenant_id", "scenario_id", "user_id", "item_id", "action_type", "timestamp"];
 /// Optional top-level fields in the validator's check order, after `timestamp`.
 const OPTIONAL_STRINGS: [(&str, Class); 4] = [
     ("request_id", Class::Token),
@@ -31,10 +24,7 @@ const GOOD_RFC3339: [(&str, i64); 3] = [
 ];
 
 fn cases() -> ProptestConfig {
-    ProptestConfig {
-        cases: 2000,
-        ..ProptestConfig::default()
-    }
+    ProptestConfig { cases: 2000, ..ProptestConfig::default() }
 }
 
 /// The id patterns of MISSION.md, written independently of validate.rs.
@@ -59,11 +49,7 @@ impl Class {
 }
 
 /// What the validator must answer for `doc` (serialized as `bytes`).
-fn oracle(
-    doc: &Value,
-    bytes: &[u8],
-    topic: Option<&str>,
-) -> Result<(), (Reason, Option<&'static str>)> {
+fn oracle(doc: &Value, bytes: &[u8], topic: Option<&str>) -> Result<(), (Reason, Option<&'static str>)> {
     if bytes.len() > LIMIT {
         return Err((Reason::Oversize, None));
     }
@@ -77,18 +63,14 @@ fn oracle(
         }
     }
     let inv = |f: &'static str| Err((Reason::InvalidField, Some(f)));
-    let string_ok =
-        |f: &str, c: Class| present(f).is_none_or(|v| v.as_str().is_some_and(|s| c.ok(s)));
+    let string_ok = |f: &str, c: Class| present(f).is_none_or(|v| v.as_str().is_some_and(|s| c.ok(s)));
 
     if !string_ok("event_id", Class::Token) {
         return inv("event_id");
     }
-    for (f, c) in [
-        ("tenant_id", Class::Tenant),
-        ("scenario_id", Class::Scenario),
-        ("user_id", Class::Id),
-        ("item_id", Class::Id),
-    ] {
+    for (f, c) in
+        [("tenant_id", Class::Tenant), ("scenario_id", Class::Scenario), ("user_id", Class::Id), ("item_id", Class::Id)]
+    {
         if !string_ok(f, c) {
             return inv(f);
         }
@@ -142,10 +124,7 @@ fn oracle(
 }
 
 fn verdict(bytes: &[u8], topic: Option<&str>) -> Result<(), (Reason, Option<&'static str>)> {
-    Validator::default()
-        .validate(bytes, topic, NOW)
-        .map(|_| ())
-        .map_err(|r| (r.reason, r.field))
+    Validator::default().validate(bytes, topic, NOW).map(|_| ()).map_err(|r| (r.reason, r.field))
 }
 
 fn id_string(pattern: &'static str) -> impl Strategy<Value = String> {
@@ -176,35 +155,28 @@ fn valid_event() -> impl Strategy<Value = Value> {
             prop::option::of((0.0..1e6f64, 0.0..=1.0f64, 0.0..1e5f64)),
         ),
     )
-        .prop_map(
-            |((t, s, u, i, a, ts), (eid, rid, exp, var, cat, ctx, extra))| {
-                let mut m = Map::new();
-                let mut put = |k: &str, v: Option<Value>| {
-                    if let Some(v) = v {
-                        m.insert(k.to_string(), v);
-                    }
-                };
-                put("event_id", eid.map(Value::from));
-                put("tenant_id", Some(t.into()));
-                put("scenario_id", Some(s.into()));
-                put("user_id", Some(u.into()));
-                put("item_id", Some(i.into()));
-                put("action_type", Some(a.name().into()));
-                put("timestamp", Some(ts));
-                put("request_id", rid.map(Value::from));
-                put("experiment_id", exp.map(Value::from));
-                put("variant", var.map(Value::from));
-                put("category", cat.map(Value::from));
-                put("context", ctx.then(|| json!({"device_type": "mobile"})));
-                put(
-                    "extra",
-                    extra.map(
-                        |(w, c, a)| json!({"watch_duration": w, "completion_rate": c, "amount": a}),
-                    ),
-                );
-                Value::Object(m)
-            },
-        )
+        .prop_map(|((t, s, u, i, a, ts), (eid, rid, exp, var, cat, ctx, extra))| {
+            let mut m = Map::new();
+            let mut put = |k: &str, v: Option<Value>| {
+                if let Some(v) = v {
+                    m.insert(k.to_string(), v);
+                }
+            };
+            put("event_id", eid.map(Value::from));
+            put("tenant_id", Some(t.into()));
+            put("scenario_id", Some(s.into()));
+            put("user_id", Some(u.into()));
+            put("item_id", Some(i.into()));
+            put("action_type", Some(a.name().into()));
+            put("timestamp", Some(ts));
+            put("request_id", rid.map(Value::from));
+            put("experiment_id", exp.map(Value::from));
+            put("variant", var.map(Value::from));
+            put("category", cat.map(Value::from));
+            put("context", ctx.then(|| json!({"device_type": "mobile"})));
+            put("extra", extra.map(|(w, c, a)| json!({"watch_duration": w, "completion_rate": c, "amount": a})));
+            Value::Object(m)
+        })
 }
 
 /// Any JSON value, biased to the shapes and edges the validator cares about.
@@ -215,39 +187,23 @@ fn any_value() -> impl Strategy<Value = Value> {
         any::<i64>().prop_map(Value::from),
         any::<u64>().prop_map(Value::from),
         // Around the extra.* bounds (0 and 1).
-        prop::sample::select(vec![-1.0, -1e-9, 0.0, 0.5, 1.0, 1.000001, 1.5, 1e300])
-            .prop_map(Value::from),
+        prop::sample::select(vec![-1.0, -1e-9, 0.0, 0.5, 1.0, 1.000001, 1.5, 1e300]).prop_map(Value::from),
         (-2.0..2.0f64).prop_map(Value::from),
-        any::<f64>()
-            .prop_filter("finite", |f| f.is_finite())
-            .prop_map(Value::from),
+        any::<f64>().prop_filter("finite", |f| f.is_finite()).prop_map(Value::from),
         any::<String>().prop_map(Value::from),
         id_string("[a-zA-Z0-9_.@: /\"\\\\é\n-]{0,12}").prop_map(Value::from),
         // Lengths around the 64 and 128 limits.
-        (60usize..70, prop::sample::select(vec!['a', 'Z', '@', '!']))
+        (60usize..70, prop::sample::select(vec!['a', 'Z', '@', '!'])).prop_map(|(n, c)| c.to_string().repeat(n).into()),
+        (124usize..132, prop::sample::select(vec!['a', 'Z', '@', '!']))
             .prop_map(|(n, c)| c.to_string().repeat(n).into()),
-        (
-            124usize..132,
-            prop::sample::select(vec!['a', 'Z', '@', '!'])
-        )
-            .prop_map(|(n, c)| c.to_string().repeat(n).into()),
-        prop::sample::select(vec![
-            "click",
-            "Click",
-            "dance",
-            "add_cart",
-            "",
-            "2026-01-04T10:00:00Z",
-            "yesterday"
-        ])
-        .prop_map(Value::from),
+        prop::sample::select(vec!["click", "Click", "dance", "add_cart", "", "2026-01-04T10:00:00Z", "yesterday"])
+            .prop_map(Value::from),
     ];
     leaf.prop_recursive(2, 8, 3, |inner| {
         prop_oneof![
             prop::collection::vec(inner.clone(), 0..3).prop_map(Value::from),
             prop::collection::btree_map(
-                prop::sample::select(vec!["watch_duration", "completion_rate", "amount", "k"])
-                    .prop_map(String::from),
+                prop::sample::select(vec!["watch_duration", "completion_rate", "amount", "k"]).prop_map(String::from),
                 inner,
                 0..3
             )
@@ -289,10 +245,7 @@ fn mutation() -> impl Strategy<Value = Mutation> {
     prop_oneof![
         field.clone().prop_map(Mutation::Delete),
         (field, any_value()).prop_map(|(f, v)| Mutation::Set(f, v)),
-        (
-            prop::sample::select(vec!["watch_duration", "completion_rate", "amount"]),
-            any_value()
-        )
+        (prop::sample::select(vec!["watch_duration", "completion_rate", "amount"]), any_value())
             .prop_map(|(k, v)| Mutation::SetExtra(k, v)),
     ]
 }

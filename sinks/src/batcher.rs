@@ -19,10 +19,7 @@ pub struct BatchConfig {
 impl Default for BatchConfig {
     /// 1000 rows or 5 s, as the ClickHouse job specifies.
     fn default() -> Self {
-        BatchConfig {
-            max_rows: 1000,
-            max_age: Duration::from_secs(5),
-        }
+        BatchConfig { max_rows: 1000, max_age: Duration::from_secs(5) }
     }
 }
 
@@ -40,14 +37,7 @@ pub struct BatchTrigger {
 impl BatchTrigger {
     /// An empty trigger.
     pub fn new(config: BatchConfig) -> Self {
-        BatchTrigger {
-            config: BatchConfig {
-                max_rows: config.max_rows.max(1),
-                ..config
-            },
-            rows: 0,
-            first_at: None,
-        }
+        BatchTrigger { config: BatchConfig { max_rows: config.max_rows.max(1), ..config }, rows: 0, first_at: None }
     }
 
     /// The configuration in use.
@@ -90,10 +80,7 @@ impl BatchTrigger {
 
     /// [`Self::is_due`] against a given clock reading.
     pub fn is_due_at(&self, now: Instant) -> bool {
-        self.is_full()
-            || self
-                .first_at
-                .is_some_and(|t| now.saturating_duration_since(t) >= self.config.max_age)
+        self.is_full() || self.first_at.is_some_and(|t| now.saturating_duration_since(t) >= self.config.max_age)
     }
 
     /// Starts a new, empty batch.
@@ -203,10 +190,7 @@ impl RetryPolicy {
 }
 
 /// Runs `op` until it succeeds or `policy.max_attempts` are used, sleeping between tries.
-pub fn retry<T, E: Display>(
-    policy: &RetryPolicy,
-    op: impl FnMut() -> Result<T, E>,
-) -> Result<T, E> {
+pub fn retry<T, E: Display>(policy: &RetryPolicy, op: impl FnMut() -> Result<T, E>) -> Result<T, E> {
     retry_if(policy, op, |_| true)
 }
 
@@ -243,10 +227,7 @@ mod tests {
     use super::*;
 
     fn cfg(rows: usize, ms: u64) -> BatchConfig {
-        BatchConfig {
-            max_rows: rows,
-            max_age: Duration::from_millis(ms),
-        }
+        BatchConfig { max_rows: rows, max_age: Duration::from_millis(ms) }
     }
 
     #[test]
@@ -254,8 +235,7 @@ mod tests {
         assert_eq!(BatchConfig::default().max_rows, 1000);
         assert_eq!(BatchConfig::default().max_age, Duration::from_secs(5));
         let p = RetryPolicy::default();
-        let close =
-            |d: Duration, ms: u64| d.abs_diff(Duration::from_millis(ms)) < Duration::from_micros(1);
+        let close = |d: Duration, ms: u64| d.abs_diff(Duration::from_millis(ms)) < Duration::from_micros(1);
         assert!(close(p.delay(0), 100));
         assert!(close(p.delay(1), 200));
         assert!(close(p.delay(6), 6400));

@@ -20,11 +20,7 @@ pub struct DlqFileSink {
 impl DlqFileSink {
     /// A sink writing to an already opened shared file.
     pub fn new(file: SharedFile) -> Self {
-        DlqFileSink {
-            file,
-            buf: Vec::new(),
-            records: 0,
-        }
+        DlqFileSink { file, buf: Vec::new(), records: 0 }
     }
 
     /// Opens `path` and returns a sink on it; clone further sinks with [`Self::for_worker`].
@@ -82,10 +78,7 @@ mod tests {
             reason: "bad_json".into(),
             field: line.is_multiple_of(2).then(|| "user_id".to_string()),
             detail: format!("detail {line}"),
-            source: SourcePos::File {
-                path: "in.jsonl".into(),
-                line,
-            },
+            source: SourcePos::File { path: "in.jsonl".into(), line },
             payload: "{not json\n\"x\"".into(),
         }))
     }
@@ -104,15 +97,10 @@ mod tests {
         assert_eq!(a.records() + b.records(), 3);
 
         let text = std::fs::read_to_string(&path).unwrap();
-        let lines: Vec<DeadLetter> = text
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect();
+        let lines: Vec<DeadLetter> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
         assert_eq!(lines.len(), 3);
         for (i, d) in lines.iter().enumerate() {
-            let Output::Dead(want) = dead(i as u64 + 1) else {
-                unreachable!()
-            };
+            let Output::Dead(want) = dead(i as u64 + 1) else { unreachable!() };
             assert_eq!(d, want.as_ref());
         }
         let first: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();

@@ -31,10 +31,7 @@ impl SharedFile {
     /// Opens (creating parent directories) `path` for writing.
     pub fn open(path: impl AsRef<Path>, mode: FileMode) -> Result<Self, SinkError> {
         let path = path.as_ref().to_path_buf();
-        let open_err = |source| SinkError::Open {
-            path: path.clone(),
-            source,
-        };
+        let open_err = |source| SinkError::Open { path: path.clone(), source };
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(open_err)?;
         }
@@ -72,8 +69,6 @@ impl SharedFile {
     }
 
     fn lock(&self) -> Result<MutexGuard<'_, BufWriter<File>>, SinkError> {
-        self.inner
-            .lock()
-            .map_err(|_| SinkError::Poisoned("shared_file"))
+        self.inner.lock().map_err(|_| SinkError::Poisoned("shared_file"))
     }
 }

@@ -99,11 +99,7 @@ impl RawLogFileSink {
 
     /// Opens `path` and returns worker `worker`'s sink on it with default batching.
     pub fn open(path: impl AsRef<Path>, mode: FileMode, worker: usize) -> Result<Self, SinkError> {
-        Ok(Self::new(
-            worker,
-            Some(SharedFile::open(path, mode)?),
-            BatchConfig::default(),
-        ))
+        Ok(Self::new(worker, Some(SharedFile::open(path, mode)?), BatchConfig::default()))
     }
 
     /// Another worker's sink on the same file with the same batching.
@@ -130,11 +126,7 @@ impl RawLogFileSink {
         if self.out.is_some() {
             if self.trigger.is_empty() {
                 self.line.clear();
-                write!(
-                    self.line,
-                    "{{\"batch\":{},\"worker\":{},\"rows\":[",
-                    self.next_batch, self.worker
-                )?;
+                write!(self.line, "{{\"batch\":{},\"worker\":{},\"rows\":[", self.next_batch, self.worker)?;
             } else {
                 self.line.push(b',');
             }
@@ -210,19 +202,13 @@ mod tests {
             scenario_id: "vlog".into(),
             user_id: format!("u{}", i % 7).into(),
             item_id: format!("i{}", i % 11).into(),
-            action: if i.is_multiple_of(2) {
-                Action::Play
-            } else {
-                Action::AddCart
-            },
+            action: if i.is_multiple_of(2) { Action::Play } else { Action::AddCart },
             ts: 1_700_000_000_000 + i as i64,
             request_id: i.is_multiple_of(3).then(|| "r\"q".into()),
             experiment_id: "none".into(),
             variant: "none".into(),
             category: i.is_multiple_of(2).then(|| "music".into()),
-            context: i
-                .is_multiple_of(2)
-                .then(|| r#"{"device_type":"ios"}"#.into()),
+            context: i.is_multiple_of(2).then(|| r#"{"device_type":"ios"}"#.into()),
             watch_duration: i.is_multiple_of(2).then_some(12.5),
             completion_rate: None,
             amount: (i % 2 == 1).then_some(3.0),
@@ -234,18 +220,11 @@ mod tests {
     }
 
     fn temp(name: &str) -> std::path::PathBuf {
-        std::env::temp_dir().join(format!(
-            "recflow-rawlog-{}-{name}.jsonl",
-            std::process::id()
-        ))
+        std::env::temp_dir().join(format!("recflow-rawlog-{}-{name}.jsonl", std::process::id()))
     }
 
     fn read_lines(path: &Path) -> Vec<Value> {
-        std::fs::read_to_string(path)
-            .unwrap()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect()
+        std::fs::read_to_string(path).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
     }
 
     #[test]
@@ -284,20 +263,14 @@ mod tests {
         assert_eq!((s.batches_written(), s.rows_written()), (3, 2500));
 
         let lines = read_lines(&path);
-        let sizes: Vec<usize> = lines
-            .iter()
-            .map(|l| l["rows"].as_array().unwrap().len())
-            .collect();
+        let sizes: Vec<usize> = lines.iter().map(|l| l["rows"].as_array().unwrap().len()).collect();
         assert_eq!(sizes, vec![1000, 1000, 500]);
         for (n, l) in lines.iter().enumerate() {
             assert_eq!(l["batch"], n as u64);
             assert_eq!(l["worker"], 3);
         }
-        let ids: Vec<&str> = lines
-            .iter()
-            .flat_map(|l| l["rows"].as_array().unwrap())
-            .map(|r| r["event_id"].as_str().unwrap())
-            .collect();
+        let ids: Vec<&str> =
+            lines.iter().flat_map(|l| l["rows"].as_array().unwrap()).map(|r| r["event_id"].as_str().unwrap()).collect();
         assert_eq!(ids.len(), 2500);
         assert_eq!(ids[0], "e0");
         assert_eq!(ids[2499], "e2499");
@@ -311,10 +284,7 @@ mod tests {
     fn batch_closes_by_age() {
         let path = temp("age");
         let out = SharedFile::open(&path, FileMode::Truncate).unwrap();
-        let cfg = BatchConfig {
-            max_rows: 1000,
-            max_age: Duration::from_millis(20),
-        };
+        let cfg = BatchConfig { max_rows: 1000, max_age: Duration::from_millis(20) };
         let mut s = RawLogFileSink::new(0, Some(out.clone()), cfg);
         s.write(&raws(0..5)).unwrap();
         assert_eq!(s.batches_written(), 0);

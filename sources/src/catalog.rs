@@ -24,32 +24,22 @@ pub struct Catalog {
 #[derive(Debug, thiserror::Error)]
 pub enum CatalogError {
     #[error("reading catalog {path}: {source}")]
-    Io {
-        path: String,
-        source: std::io::Error,
-    },
+    Io { path: String, source: std::io::Error },
     #[error("catalog {path} line {line}: {source}")]
-    Parse {
-        path: String,
-        line: u64,
-        source: serde_json::Error,
-    },
+    Parse { path: String, line: u64, source: serde_json::Error },
 }
 
 impl Catalog {
     /// Inserts or replaces an item.
     pub fn upsert(&mut self, item: &Item) {
-        self.by_tenant
-            .entry(item.tenant_id.clone())
-            .or_default()
-            .insert(
-                item.item_id.clone(),
-                CatalogEntry {
-                    category: item.category.clone(),
-                    scenario_id: item.scenario_id.clone(),
-                    publish_time: item.publish_time,
-                },
-            );
+        self.by_tenant.entry(item.tenant_id.clone()).or_default().insert(
+            item.item_id.clone(),
+            CatalogEntry {
+                category: item.category.clone(),
+                scenario_id: item.scenario_id.clone(),
+                publish_time: item.publish_time,
+            },
+        );
     }
 
     /// The entry of one item.
@@ -74,25 +64,22 @@ impl Catalog {
 
     /// Iterates over one tenant's items.
     pub fn tenant_items(&self, tenant: &str) -> impl Iterator<Item = (&Str, &CatalogEntry)> {
-        self.by_tenant
-            .get(tenant)
-            .into_iter()
-            .flat_map(|m| m.iter())
+        self.by_tenant.get(tenant).into_iter().flat_map(|m| m.iter())
     }
 
     /// Loads a JSONL catalog (`gen_events.py catalog` format); blank lines are skipped.
     pub fn load_jsonl(path: &Path) -> Result<Catalog, CatalogError> {
         let name = path.display().to_string();
-        let file = std::fs::File::open(path).map_err(|source| CatalogError::Io {
-            path: name.clone(),
-            source,
-        })?;
+        let file = std::fs::File::open(path).map_err(|source| CatalogError::Io { path: name.clone(), source })?;
+        Self::from_reader(&name, std::io::BufReader::new(file))
+    }
+
+    /// Loads a JSONL catalog from any reader; `name` is used in errors.
+    pub fn from_reader(name: &str, reader: impl BufRead) -> Result<Catalog, CatalogError> {
+        let name = name.to_string();
         let mut cat = Catalog::default();
-        for (i, line) in std::io::BufReader::new(file).lines().enumerate() {
-            let line = line.map_err(|source| CatalogError::Io {
-                path: name.clone(),
-                source,
-            })?;
+        for (i, line) in reader.lines().enumerate() {
+            let line = line.map_err(|source| CatalogError::Io { path: name.clone(), source })?;
             if line.trim().is_empty() {
                 continue;
             }
@@ -124,16 +111,9 @@ mod tests {
         .unwrap();
         let c = Catalog::load_jsonl(&p).unwrap();
         assert_eq!(c.len(), 1);
-        assert_eq!(
-            c.category("t", "i1").map(|s| s.as_str()),
-            Some("tech"),
-            "later lines replace earlier"
-        );
+        assert_eq!(c.category("t", "i1").map(|s| s.as_str()), Some("tech"), "later lines replace earlier");
         assert!(c.category("u", "i1").is_none());
         std::fs::write(&p, "{\"tenant_id\":1}\n").unwrap();
-        assert!(matches!(
-            Catalog::load_jsonl(&p),
-            Err(CatalogError::Parse { line: 1, .. })
-        ));
+        assert!(matches!(Catalog::load_jsonl(&p), Err(CatalogError::Parse { line: 1, .. })));
     }
 }

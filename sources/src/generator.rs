@@ -20,24 +20,10 @@ const ACTION_MIX: [(&str, u32); 10] = [
     ("payment", 2),
 ];
 /// Item categories, indexed by [`item_category`].
-pub const CATEGORIES: [&str; 12] = [
-    "sports",
-    "music",
-    "news",
-    "tech",
-    "food",
-    "travel",
-    "games",
-    "fashion",
-    "finance",
-    "comedy",
-    "education",
-    "pets",
-];
+pub const CATEGORIES: [&str; 12] =
+    ["sports", "music", "news", "tech", "food", "travel", "games", "fashion", "finance", "comedy", "education", "pets"];
 const DEVICES: [&str; 3] = ["mobile", "desktop", "tablet"];
-const LOCATIONS: [&str; 6] = [
-    "Beijing", "Shanghai", "Shenzhen", "Hangzhou", "Chengdu", "Wuhan",
-];
+const LOCATIONS: [&str; 6] = ["Beijing", "Shanghai", "Shenzhen", "Hangzhou", "Chengdu", "Wuhan"];
 /// Scenarios; item `i` belongs to `SCENARIOS[i % 2]`.
 pub const SCENARIOS: [&str; 2] = ["vlog_main_feed", "news_main_feed"];
 const VARIANTS: [&str; 2] = ["control", "treatment"];
@@ -164,14 +150,7 @@ impl EventGen {
             pos += *w as usize;
         }
         debug_assert_eq!(pos, 100, "action weights must sum to 100");
-        EventGen {
-            cfg: cfg.clone(),
-            rng: Rng::new(cfg.seed),
-            cum,
-            action_table,
-            clock: cfg.start_ms,
-            n: 0,
-        }
+        EventGen { cfg: cfg.clone(), rng: Rng::new(cfg.seed), cum, action_table, clock: cfg.start_ms, n: 0 }
     }
 
     /// Appends the next event as one compact JSON object (no newline) to
@@ -187,11 +166,7 @@ impl EventGen {
 
         // Draw order follows the Python script: step, lateness, item, action, user.
         self.clock += rng.below(2 * cfg.step_ms + 1) as i64;
-        let delay = if rng.unit() < cfg.late_frac {
-            rng.below(cfg.max_delay_ms + 1) as i64
-        } else {
-            0
-        };
+        let delay = if rng.unit() < cfg.late_frac { rng.below(cfg.max_delay_ms + 1) as i64 } else { 0 };
         // Clamped so a start near the epoch still yields valid (>= 0) times.
         let ts = (self.clock - delay).max(0);
         let total = *self.cum.last().expect("at least one item");
@@ -371,11 +346,7 @@ mod tests {
     use serde_json::Value;
 
     fn small(seed: u64) -> GenConfig {
-        GenConfig {
-            events: 5_000,
-            seed,
-            ..GenConfig::default()
-        }
+        GenConfig { events: 5_000, seed, ..GenConfig::default() }
     }
 
     fn generate(cfg: &GenConfig) -> Vec<u8> {
@@ -389,21 +360,10 @@ mod tests {
     fn defaults_match_the_python_script() {
         let c = GenConfig::default();
         assert_eq!(
-            (
-                c.events,
-                c.tenants,
-                c.users,
-                c.items,
-                c.step_ms,
-                c.max_delay_ms,
-                c.seed
-            ),
+            (c.events, c.tenants, c.users, c.items, c.step_ms, c.max_delay_ms, c.seed),
             (100_000, 4, 50_000, 20_000, 20, 120_000, 7)
         );
-        assert_eq!(
-            (c.zipf, c.late_frac, c.start_ms),
-            (1.1, 0.05, 1_767_520_800_000)
-        );
+        assert_eq!((c.zipf, c.late_frac, c.start_ms), (1.1, 0.05, 1_767_520_800_000));
         assert_eq!(ACTION_MIX.iter().map(|(_, w)| w).sum::<u32>(), 100);
     }
 
@@ -415,11 +375,7 @@ mod tests {
         // The iterator form yields the same lines.
         let lines: Vec<Vec<u8>> = events(&small(3)).collect();
         assert_eq!(lines.len(), 5_000);
-        let joined: Vec<u8> = lines
-            .iter()
-            .flat_map(|l| l.iter().chain(b"\n"))
-            .copied()
-            .collect();
+        let joined: Vec<u8> = lines.iter().flat_map(|l| l.iter().chain(b"\n")).copied().collect();
         assert_eq!(joined, a);
     }
 
@@ -445,9 +401,7 @@ mod tests {
         // Key order is part of the format (compact, insertion-ordered like json.dumps).
         let mut at = 0;
         for k in keys {
-            let pos = first[at..]
-                .find(&format!("\"{k}\":"))
-                .unwrap_or_else(|| panic!("{k} in {first}"));
+            let pos = first[at..].find(&format!("\"{k}\":")).unwrap_or_else(|| panic!("{k} in {first}"));
             at += pos;
         }
         assert!(first.starts_with("{\"event_id\":\"e3-0\",\"tenant_id\":\"tenant_00"));
@@ -509,11 +463,7 @@ mod tests {
 
     #[test]
     fn every_line_is_valid() {
-        let cfg = GenConfig {
-            events: 20_000,
-            tenants: 3,
-            ..GenConfig::default()
-        };
+        let cfg = GenConfig { events: 20_000, tenants: 3, ..GenConfig::default() };
         let v = Validator::default();
         let now = cfg.start_ms + 86_400_000;
         for (n, line) in events(&cfg).enumerate() {
@@ -542,10 +492,7 @@ mod tests {
             let want = cfg.events as f64 * f64::from(*w) / 100.0;
             // 5 standard deviations of a binomial count, at least 1% of n.
             let sd = (want * (1.0 - f64::from(*w) / 100.0)).sqrt();
-            assert!(
-                (got as f64 - want).abs() < (5.0 * sd).max(0.01 * want),
-                "{name}: {got} vs {want:.0}"
-            );
+            assert!((got as f64 - want).abs() < (5.0 * sd).max(0.01 * want), "{name}: {got} vs {want:.0}");
         }
     }
 
@@ -556,12 +503,8 @@ mod tests {
         let mut tenants = [0u64; 4];
         for line in events(&cfg) {
             let v: Value = serde_json::from_slice(&line).unwrap();
-            items[v["item_id"].as_str().unwrap()[5..]
-                .parse::<usize>()
-                .unwrap()] += 1;
-            tenants[v["tenant_id"].as_str().unwrap()[7..]
-                .parse::<usize>()
-                .unwrap()] += 1;
+            items[v["item_id"].as_str().unwrap()[5..].parse::<usize>().unwrap()] += 1;
+            tenants[v["tenant_id"].as_str().unwrap()[7..].parse::<usize>().unwrap()] += 1;
         }
         // Rank 0 vs rank 1 should be ~2^1.1 = 2.14; the head dominates the tail.
         let ratio = items[0] as f64 / items[1] as f64;
@@ -576,11 +519,7 @@ mod tests {
 
     #[test]
     fn disorder_is_bounded() {
-        let cfg = GenConfig {
-            events: 50_000,
-            max_delay_ms: 30_000,
-            ..GenConfig::default()
-        };
+        let cfg = GenConfig { events: 50_000, max_delay_ms: 30_000, ..GenConfig::default() };
         let (mut max_ts, mut late, mut deepest) = (0i64, 0, 0);
         let (mut first, mut last) = (0, 0);
         for (n, line) in events(&cfg).enumerate() {
@@ -594,11 +533,7 @@ mod tests {
                 late += 1;
                 deepest = deepest.max(max_ts - ts);
             }
-            assert!(
-                ts >= max_ts - cfg.max_delay_ms as i64,
-                "event {n} is {} ms late",
-                max_ts - ts
-            );
+            assert!(ts >= max_ts - cfg.max_delay_ms as i64, "event {n} is {} ms late", max_ts - ts);
             max_ts = max_ts.max(ts);
         }
         // Disorder exists, and reaches well into the allowed range.
@@ -607,10 +542,7 @@ mod tests {
         // ~step_ms per event on average: 50k events span ~1000 s.
         let span = (last - first) as f64 / cfg.events as f64;
         assert!((18.0..22.0).contains(&span), "mean step {span} ms");
-        let zero = GenConfig {
-            late_frac: 0.0,
-            ..cfg
-        };
+        let zero = GenConfig { late_frac: 0.0, ..cfg };
         let mut prev = i64::MIN;
         for line in events(&zero) {
             let v: Value = serde_json::from_slice(&line).unwrap();
@@ -622,11 +554,7 @@ mod tests {
 
     #[test]
     fn catalog_matches_the_python_script() {
-        let cfg = GenConfig {
-            tenants: 2,
-            items: 300,
-            ..GenConfig::default()
-        };
+        let cfg = GenConfig { tenants: 2, items: 300, ..GenConfig::default() };
         let mut out = Vec::new();
         assert_eq!(write_catalog(&cfg, &mut out).unwrap(), 600);
         let text = String::from_utf8(out).unwrap();
@@ -642,10 +570,7 @@ mod tests {
         );
         for l in lines {
             let item: recflow_schemas::Item = serde_json::from_str(l).unwrap();
-            assert_eq!(
-                item.category.as_deref(),
-                Some(item_category(item.item_id[5..].parse().unwrap()))
-            );
+            assert_eq!(item.category.as_deref(), Some(item_category(item.item_id[5..].parse().unwrap())));
         }
     }
 
@@ -653,10 +578,7 @@ mod tests {
     #[test]
     #[ignore = "timing; run in release"]
     fn throughput() {
-        let cfg = GenConfig {
-            events: 2_000_000,
-            ..GenConfig::default()
-        };
+        let cfg = GenConfig { events: 2_000_000, ..GenConfig::default() };
         let mut sink = io::sink();
         let t = std::time::Instant::now();
         write_events(&cfg, &mut sink).unwrap();

@@ -75,18 +75,11 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl JsonlFile {
     /// Opens `path` (`-` = stdin). `block_bytes` is the unit of work per
     /// worker step; lines longer than `max_line_bytes` are rejected as oversize.
-    pub fn open(
-        path: &str,
-        block_bytes: usize,
-        max_line_bytes: usize,
-    ) -> std::io::Result<Arc<JsonlFile>> {
+    pub fn open(path: &str, block_bytes: usize, max_line_bytes: usize) -> std::io::Result<Arc<JsonlFile>> {
         let input: Box<dyn BufRead + Send> = if path == "-" {
             Box::new(std::io::BufReader::with_capacity(1 << 20, std::io::stdin()))
         } else {
-            Box::new(std::io::BufReader::with_capacity(
-                1 << 20,
-                std::fs::File::open(path)?,
-            ))
+            Box::new(std::io::BufReader::with_capacity(1 << 20, std::fs::File::open(path)?))
         };
         Ok(Self::from_reader(path, input, block_bytes, max_line_bytes))
     }
@@ -99,19 +92,9 @@ impl JsonlFile {
         max_line_bytes: usize,
     ) -> Arc<JsonlFile> {
         Arc::new(JsonlFile {
-            origin: Origin::File {
-                path: Arc::from(name),
-            },
-            reader: Mutex::new(Reader {
-                input,
-                next_block: 0,
-                next_line: 1,
-                eof: false,
-            }),
-            ledger: Mutex::new(Ledger {
-                prefix_max: i64::MIN,
-                ..Ledger::default()
-            }),
+            origin: Origin::File { path: Arc::from(name) },
+            reader: Mutex::new(Reader { input, next_block: 0, next_line: 1, eof: false }),
+            ledger: Mutex::new(Ledger { prefix_max: i64::MIN, ..Ledger::default() }),
             block_bytes: block_bytes.max(1),
             max_line_bytes,
         })
@@ -123,19 +106,14 @@ impl JsonlFile {
         if r.eof {
             return Ok(None);
         }
-        let mut block = Block {
-            index: r.next_block,
-            data: Vec::with_capacity(self.block_bytes + 4096),
-            lines: Vec::new(),
-        };
+        let mut block =
+            Block { index: r.next_block, data: Vec::with_capacity(self.block_bytes + 4096), lines: Vec::new() };
         let limit = self.max_line_bytes as u64;
         while block.data.len() < self.block_bytes {
             let start = block.data.len();
             let no = r.next_line;
             // Read at most limit+1 bytes of the line so a huge line never sits in memory.
-            let n = (&mut r.input)
-                .take(limit + 2)
-                .read_until(b'\n', &mut block.data)?;
+            let n = (&mut r.input).take(limit + 2).read_until(b'\n', &mut block.data)?;
             if n == 0 {
                 r.eof = true;
                 break;
@@ -160,12 +138,7 @@ impl JsonlFile {
                 end = block.data.len();
                 oversize = Some(total);
             }
-            block.lines.push(Line {
-                no,
-                start,
-                end,
-                oversize,
-            });
+            block.lines.push(Line { no, start, end, oversize });
         }
         if block.lines.is_empty() && r.eof {
             return Ok(None);
@@ -213,15 +186,7 @@ pub struct JsonlSource {
 impl JsonlSource {
     /// A worker's reader; `now_ms` is the wall clock used for future-timestamp checks.
     pub fn new(file: Arc<JsonlFile>, validator: Validator, now_ms: i64) -> Self {
-        JsonlSource {
-            file,
-            validator,
-            now_ms,
-            waiting: None,
-            done: false,
-            floor: i64::MIN,
-            error: None,
-        }
+        JsonlSource { file, validator, now_ms, waiting: None, done: false, floor: i64::MIN, error: None }
     }
 
     fn parse(&self, block: &Block) -> (Vec<Record>, i64) {
@@ -234,26 +199,19 @@ impl JsonlSource {
                     Rejection {
                         reason: recflow_schemas::Reason::Oversize,
                         field: None,
-                        detail: format!(
-                            "line is {total} bytes, limit {}",
-                            self.file.max_line_bytes
-                        ),
+                        detail: format!("line is {total} bytes, limit {}", self.file.max_line_bytes),
                     },
                     bytes,
                 ))),
                 None if bytes.iter().all(u8::is_ascii_whitespace) => continue,
-                None => self
-                    .validator
-                    .validate(bytes, None, self.now_ms)
-                    .map_err(|r| Box::new(Rejected::new(r, bytes))),
+                None => {
+                    self.validator.validate(bytes, None, self.now_ms).map_err(|r| Box::new(Rejected::new(r, bytes)))
+                }
             };
             if let Ok(e) = &parsed {
                 max_ts = max_ts.max(e.ts);
             }
-            records.push(Record {
-                offset: line.no,
-                parsed,
-            });
+            records.push(Record { offset: line.no, parsed });
         }
         (records, max_ts)
     }
@@ -287,11 +245,7 @@ impl Source for JsonlSource {
             };
             let (_, records) = self.waiting.take().expect("checked above");
             if !records.is_empty() {
-                return Poll::Ready(Batch {
-                    origin: self.file.origin.clone(),
-                    records,
-                    prior_max_ts: prior,
-                });
+                return Poll::Ready(Batch { origin: self.file.origin.clone(), records, prior_max_ts: prior });
             }
         }
     }
@@ -299,11 +253,7 @@ impl Source for JsonlSource {
     fn max_ts_floor(&self) -> i64 {
         match &self.waiting {
             // Our own parked block will be judged against its prior max, which we may not know yet.
-            Some((index, _)) => lock(&self.file.ledger)
-                .prior
-                .get(index)
-                .copied()
-                .unwrap_or(self.floor),
+            Some((index, _)) => lock(&self.file.ledger).prior.get(index).copied().unwrap_or(self.floor),
             None => self.floor,
         }
     }
@@ -346,15 +296,9 @@ mod tests {
         }
         text.push('\n'); // blank line: skipped
         text.push_str("{oops\n");
-        let file = JsonlFile::from_reader(
-            "mem",
-            Box::new(std::io::Cursor::new(text.into_bytes())),
-            1,
-            64 * 1024,
-        );
-        let mut workers: Vec<_> = (0..3)
-            .map(|_| JsonlSource::new(file.clone(), Validator::default(), i64::MAX / 2))
-            .collect();
+        let file = JsonlFile::from_reader("mem", Box::new(std::io::Cursor::new(text.into_bytes())), 1, 64 * 1024);
+        let mut workers: Vec<_> =
+            (0..3).map(|_| JsonlSource::new(file.clone(), Validator::default(), i64::MAX / 2)).collect();
         let mut batches = drain(&mut workers);
         batches.sort_by_key(|b| b.records.first().map(|r| r.offset));
         // block_bytes = 1: one line per block; prior = max of all earlier lines.
@@ -363,10 +307,7 @@ mod tests {
         assert_eq!(priors, vec![m, 5, 5, 9, 9, 12, 12, 12, 20, 20]);
         let last = &batches.last().unwrap().records[0];
         assert_eq!(last.offset, 11, "line numbers count the blank line");
-        assert_eq!(
-            last.parsed.as_ref().unwrap_err().rejection.reason,
-            Reason::BadJson
-        );
+        assert_eq!(last.parsed.as_ref().unwrap_err().rejection.reason, Reason::BadJson);
         assert!(workers.iter().all(|w| w.max_ts_floor() == 20));
     }
 
@@ -376,12 +317,7 @@ mod tests {
         text.push_str(&format!("{{\"x\":\"{}\"}}\n", "a".repeat(200_000)));
         text.push_str(&ev(2));
         text.push_str(&"b".repeat(100_000)); // unterminated last line
-        let file = JsonlFile::from_reader(
-            "mem",
-            Box::new(std::io::Cursor::new(text.into_bytes())),
-            1 << 20,
-            64 * 1024,
-        );
+        let file = JsonlFile::from_reader("mem", Box::new(std::io::Cursor::new(text.into_bytes())), 1 << 20, 64 * 1024);
         let mut w = [JsonlSource::new(file, Validator::default(), i64::MAX / 2)];
         let batches = drain(&mut w);
         let recs: Vec<&Record> = batches.iter().flat_map(|b| &b.records).collect();

@@ -25,15 +25,10 @@ impl Origin {
     /// The position of the record at `offset` of this origin.
     pub fn pos(&self, offset: u64) -> SourcePos {
         match self {
-            Origin::File { path } => SourcePos::File {
-                path: path.to_string(),
-                line: offset,
-            },
-            Origin::Kafka { topic, partition } => SourcePos::Kafka {
-                topic: topic.to_string(),
-                partition: *partition,
-                offset: offset as i64,
-            },
+            Origin::File { path } => SourcePos::File { path: path.to_string(), line: offset },
+            Origin::Kafka { topic, partition } => {
+                SourcePos::Kafka { topic: topic.to_string(), partition: *partition, offset: offset as i64 }
+            }
         }
     }
 }
@@ -50,10 +45,7 @@ impl Rejected {
     /// Keeps at most 4 KiB of the payload (the DLQ must not amplify huge inputs).
     pub fn new(rejection: Rejection, payload: &[u8]) -> Self {
         let cut = &payload[..payload.len().min(4096)];
-        Rejected {
-            rejection,
-            payload: String::from_utf8_lossy(cut).into_owned(),
-        }
+        Rejected { rejection, payload: String::from_utf8_lossy(cut).into_owned() }
     }
 }
 

@@ -41,15 +41,9 @@ struct Stats {
 /// `recflow bench` entry point: prints a Markdown table to stdout.
 pub fn main(args: BenchArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.dir)?;
-    let input = args
-        .dir
-        .join(format!("events-{}-{}.jsonl", args.events, args.seed));
+    let input = args.dir.join(format!("events-{}-{}.jsonl", args.events, args.seed));
     let catalog = args.dir.join(format!("items-{}.jsonl", args.seed));
-    let gen = GenConfig {
-        events: args.events,
-        seed: args.seed,
-        ..GenConfig::default()
-    };
+    let gen = GenConfig { events: args.events, seed: args.seed, ..GenConfig::default() };
     if !input.exists() {
         eprintln!("generating {} events into {}", args.events, input.display());
         let mut f = std::io::BufWriter::new(std::fs::File::create(&input)?);
@@ -74,41 +68,24 @@ pub fn main(args: BenchArgs) -> anyhow::Result<()> {
             for r in 0..args.repeat.max(1) {
                 let stats_path = args.dir.join(format!("stats-{w}-{r}.json"));
                 let mut cmd = Command::new(&exe);
-                cmd.arg("run")
-                    .arg("--config")
-                    .arg(&config)
-                    .arg("--input")
-                    .arg(&input);
-                cmd.arg("--catalog")
-                    .arg(&catalog)
-                    .arg("--workers")
-                    .arg(w.to_string());
+                cmd.arg("run").arg("--config").arg(&config).arg("--input").arg(&input);
+                cmd.arg("--catalog").arg(&catalog).arg("--workers").arg(w.to_string());
                 cmd.arg("--stats-json").arg(&stats_path);
                 if mode == "parse-only" {
                     cmd.arg("--parse-only");
                 }
-                let status = cmd
-                    .env("RUST_LOG", "warn")
-                    .status()
-                    .context("running recflow run")?;
+                let status = cmd.env("RUST_LOG", "warn").status().context("running recflow run")?;
                 if !status.success() {
                     bail!("recflow run failed ({status}) for {mode}, {w} workers");
                 }
                 let s: Stats = serde_json::from_slice(&std::fs::read(&stats_path)?)?;
-                eprintln!(
-                    "{mode} workers={w} run={r}: {:.0} events/s in {:.3}s",
-                    s.events_per_sec, s.seconds
-                );
+                eprintln!("{mode} workers={w} run={r}: {:.0} events/s in {:.3}s", s.events_per_sec, s.seconds);
                 runs.push(s);
             }
             runs.sort_by(|a, b| a.events_per_sec.total_cmp(&b.events_per_sec));
             let best = &runs[runs.len() - 1];
             let median = &runs[runs.len() / 2];
-            let cores = w.min(
-                std::thread::available_parallelism()
-                    .map(|n| n.get())
-                    .unwrap_or(1),
-            );
+            let cores = w.min(std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
             println!(
                 "| {mode} | {w} | {} | {:.3} | {:.0} | {:.0} | {:.0} | {:.0} |",
                 best.events + best.invalid,

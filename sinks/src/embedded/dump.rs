@@ -46,24 +46,15 @@ impl EmbeddedStore {
         let mut out: BTreeMap<String, Value> = BTreeMap::new();
         for (key, z) in zsets.iter() {
             // Entries are stored score desc, member asc already.
-            let pairs = z
-                .entries
-                .iter()
-                .map(|(m, s)| Value::Array(vec![Value::from(m.as_str()), Value::from(*s)]))
-                .collect();
+            let pairs =
+                z.entries.iter().map(|(m, s)| Value::Array(vec![Value::from(m.as_str()), Value::from(*s)])).collect();
             out.insert(key.clone(), Value::Array(pairs));
         }
         for ((tenant, item), counts) in item_stats.iter() {
-            out.insert(
-                format!("{ITEM_STATS_PREFIX}{tenant}:{item}"),
-                hash_value(item_stats_fields(counts)),
-            );
+            out.insert(format!("{ITEM_STATS_PREFIX}{tenant}:{item}"), hash_value(item_stats_fields(counts)));
         }
         for ((tenant, scenario), m) in metrics.iter() {
-            out.insert(
-                format!("{METRICS_PREFIX}{tenant}:{scenario}"),
-                hash_value(metrics_fields(&m.window)),
-            );
+            out.insert(format!("{METRICS_PREFIX}{tenant}:{scenario}"), hash_value(metrics_fields(&m.window)));
         }
         for (key, c) in cache.iter() {
             // Parsed back so the dump shows an object, not an escaped string.
@@ -72,10 +63,8 @@ impl EmbeddedStore {
         }
         let mut sorted: Vec<_> = docs.iter().collect();
         sorted.sort_unstable_by(|a, b| a.0.cmp(b.0));
-        let docs_json = sorted
-            .into_iter()
-            .map(|(_, d)| serde_json::to_value(d.as_ref()).unwrap_or(Value::Null))
-            .collect();
+        let docs_json =
+            sorted.into_iter().map(|(_, d)| serde_json::to_value(d.as_ref()).unwrap_or(Value::Null)).collect();
         out.insert(MONGO_PROFILES.to_string(), Value::Array(docs_json));
 
         Value::Object(out.into_iter().collect::<Map<String, Value>>())
@@ -87,10 +76,7 @@ impl EmbeddedStore {
         let mut tmp = path.as_os_str().to_owned();
         tmp.push(".tmp");
         let tmp = std::path::PathBuf::from(tmp);
-        let file = std::fs::File::create(&tmp).map_err(|source| SinkError::Open {
-            path: tmp.clone(),
-            source,
-        })?;
+        let file = std::fs::File::create(&tmp).map_err(|source| SinkError::Open { path: tmp.clone(), source })?;
         let mut w = std::io::BufWriter::new(file);
         serde_json::to_writer_pretty(&mut w, &self.dump())?;
         w.write_all(b"\n")?;

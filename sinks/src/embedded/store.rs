@@ -84,15 +84,7 @@ pub(super) fn profile_key(tenant: &str, user: &str, scenario: &str) -> String {
 fn is_count_metric(name: &str) -> bool {
     matches!(
         name,
-        "impressions"
-            | "clicks"
-            | "views"
-            | "likes"
-            | "shares"
-            | "comments"
-            | "add_carts"
-            | "orders"
-            | "payments"
+        "impressions" | "clicks" | "views" | "likes" | "shares" | "comments" | "add_carts" | "orders" | "payments"
     )
 }
 
@@ -112,15 +104,8 @@ pub(super) fn metrics_fields(w: &MetricsWindow) -> BTreeMap<String, FieldValue> 
     m.insert("window_start".to_string(), FieldValue::Int(w.window_start));
     for row in &w.rows {
         for (name, v) in row.fields() {
-            let value = if is_count_metric(name) {
-                FieldValue::Int(v as i64)
-            } else {
-                FieldValue::Float(v)
-            };
-            m.insert(
-                format!("{}:{}:{}", row.experiment_id, row.variant, name),
-                value,
-            );
+            let value = if is_count_metric(name) { FieldValue::Int(v as i64) } else { FieldValue::Float(v) };
+            m.insert(format!("{}:{}:{}", row.experiment_id, row.variant, name), value);
         }
     }
     m
@@ -136,19 +121,12 @@ fn build_zset(list: &HotList, now: SystemTime) -> ZSet {
     let mut entries = list.entries.clone();
     // Operators already sort; re-sorting keeps the ZSET order guaranteed.
     entries.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-    ZSet {
-        entries,
-        window_end: list.window_end,
-        expires_at: now + HOT_TTL,
-    }
+    ZSet { entries, window_end: list.window_end, expires_at: now + HOT_TTL }
 }
 
 /// Atomic replace of one ZSET, skipped if an equal-or-newer window is there.
 fn replace_zset(map: &mut HashMap<String, ZSet>, key: String, z: ZSet) -> bool {
-    if map
-        .get(&key)
-        .is_some_and(|old| old.window_end > z.window_end)
-    {
+    if map.get(&key).is_some_and(|old| old.window_end > z.window_end) {
         return false;
     }
     if z.entries.is_empty() {
@@ -165,33 +143,18 @@ fn add_stats(map: &mut HashMap<(Str, Str), [u64; 12]>, d: &ItemStatsDelta) {
     if d.counts.iter().all(|&c| c == 0) {
         return;
     }
-    let slot = map
-        .entry((d.tenant_id.clone(), d.item_id.clone()))
-        .or_insert([0; 12]);
+    let slot = map.entry((d.tenant_id.clone(), d.item_id.clone())).or_insert([0; 12]);
     for (s, c) in slot.iter_mut().zip(d.counts) {
         *s += c;
     }
 }
 
-fn replace_metrics(
-    map: &mut HashMap<(Str, Str), Metrics>,
-    w: &MetricsWindow,
-    now: SystemTime,
-) -> bool {
+fn replace_metrics(map: &mut HashMap<(Str, Str), Metrics>, w: &MetricsWindow, now: SystemTime) -> bool {
     let key = (w.tenant_id.clone(), w.scenario_id.clone());
-    if map
-        .get(&key)
-        .is_some_and(|old| old.window.window_start > w.window_start)
-    {
+    if map.get(&key).is_some_and(|old| old.window.window_start > w.window_start) {
         return false;
     }
-    map.insert(
-        key,
-        Metrics {
-            window: Arc::new(w.clone()),
-            expires_at: now + METRICS_TTL,
-        },
-    );
+    map.insert(key, Metrics { window: Arc::new(w.clone()), expires_at: now + METRICS_TTL });
     true
 }
 
@@ -205,11 +168,7 @@ struct PreparedProfile {
 
 fn prepare_profile(doc: &ProfileDoc) -> Result<PreparedProfile, SinkError> {
     Ok(PreparedProfile {
-        key: (
-            doc.tenant_id.clone(),
-            doc.user_id.clone(),
-            doc.scenario_id.clone(),
-        ),
+        key: (doc.tenant_id.clone(), doc.user_id.clone(), doc.scenario_id.clone()),
         redis_key: profile_key(&doc.tenant_id, &doc.user_id, &doc.scenario_id),
         json: serde_json::to_string(doc)?.into(),
         doc: Arc::new(doc.clone()),
@@ -302,23 +261,13 @@ impl EmbeddedStore {
         let mut applied = 0;
         for p in profiles {
             let version = p.doc.updated_window;
-            if docs
-                .get(&p.key)
-                .is_some_and(|old| old.updated_window > version)
-            {
+            if docs.get(&p.key).is_some_and(|old| old.updated_window > version) {
                 continue;
             }
             docs.insert(p.key, p.doc);
             // The cache is versioned too, so a replayed old window never overwrites it.
             if cache.get(&p.redis_key).is_none_or(|c| c.version <= version) {
-                cache.insert(
-                    p.redis_key,
-                    CachedProfile {
-                        json: p.json,
-                        version,
-                        expires_at: now + PROFILE_TTL,
-                    },
-                );
+                cache.insert(p.redis_key, CachedProfile { json: p.json, version, expires_at: now + PROFILE_TTL });
             }
             applied += 1;
         }
@@ -364,13 +313,9 @@ impl EmbeddedStore {
 
     /// Up to `limit` (member, score) of a ZSET, highest score first, ties by member asc.
     pub fn get_zset(&self, key: &str, limit: usize) -> Vec<(String, f64)> {
-        read(&self.zsets).get(key).map_or_else(Vec::new, |z| {
-            z.entries
-                .iter()
-                .take(limit)
-                .map(|(m, s)| (m.to_string(), *s))
-                .collect()
-        })
+        read(&self.zsets)
+            .get(key)
+            .map_or_else(Vec::new, |z| z.entries.iter().take(limit).map(|(m, s)| (m.to_string(), *s)).collect())
     }
 
     /// The window end (ms) of the list currently in a ZSET.
@@ -381,14 +326,10 @@ impl EmbeddedStore {
     /// All fields of a HASH (`item:stats:*` or `metrics:realtime:*`).
     pub fn get_hash(&self, key: &str) -> Option<BTreeMap<String, FieldValue>> {
         if let Some((tenant, item)) = split_pair(key, ITEM_STATS_PREFIX) {
-            return self
-                .get_item_stats(tenant, item)
-                .map(|c| item_stats_fields(&c));
+            return self.get_item_stats(tenant, item).map(|c| item_stats_fields(&c));
         }
         if let Some((tenant, scenario)) = split_pair(key, METRICS_PREFIX) {
-            return self
-                .get_metrics(tenant, scenario)
-                .map(|w| metrics_fields(&w));
+            return self.get_metrics(tenant, scenario).map(|w| metrics_fields(&w));
         }
         None
     }
@@ -406,44 +347,23 @@ impl EmbeddedStore {
 
     /// Cumulative counts (indexed by `Action::index`) of an item.
     pub fn get_item_stats(&self, tenant: &str, item: &str) -> Option<[u64; 12]> {
-        read(&self.item_stats)
-            .get(&(Str::new(tenant), Str::new(item)))
-            .copied()
+        read(&self.item_stats).get(&(Str::new(tenant), Str::new(item))).copied()
     }
 
     /// The latest metrics minute of (tenant, scenario).
     pub fn get_metrics(&self, tenant: &str, scenario: &str) -> Option<Arc<MetricsWindow>> {
-        read(&self.metrics)
-            .get(&(Str::new(tenant), Str::new(scenario)))
-            .map(|m| m.window.clone())
+        read(&self.metrics).get(&(Str::new(tenant), Str::new(scenario))).map(|m| m.window.clone())
     }
 
     /// All Redis keys starting with `prefix`, sorted.
     pub fn keys(&self, prefix: &str) -> Vec<String> {
-        let mut keys: Vec<String> = read(&self.zsets)
-            .keys()
-            .filter(|k| k.starts_with(prefix))
-            .cloned()
-            .collect();
+        let mut keys: Vec<String> = read(&self.zsets).keys().filter(|k| k.starts_with(prefix)).cloned().collect();
         let pairs = |p: &str, m: &mut dyn Iterator<Item = (&Str, &Str)>| -> Vec<String> {
-            m.map(|(a, b)| format!("{p}{a}:{b}"))
-                .filter(|k| k.starts_with(prefix))
-                .collect()
+            m.map(|(a, b)| format!("{p}{a}:{b}")).filter(|k| k.starts_with(prefix)).collect()
         };
-        keys.extend(pairs(
-            ITEM_STATS_PREFIX,
-            &mut read(&self.item_stats).keys().map(|(a, b)| (a, b)),
-        ));
-        keys.extend(pairs(
-            METRICS_PREFIX,
-            &mut read(&self.metrics).keys().map(|(a, b)| (a, b)),
-        ));
-        keys.extend(
-            read(&self.profile_cache)
-                .keys()
-                .filter(|k| k.starts_with(prefix))
-                .cloned(),
-        );
+        keys.extend(pairs(ITEM_STATS_PREFIX, &mut read(&self.item_stats).keys().map(|(a, b)| (a, b))));
+        keys.extend(pairs(METRICS_PREFIX, &mut read(&self.metrics).keys().map(|(a, b)| (a, b))));
+        keys.extend(read(&self.profile_cache).keys().filter(|k| k.starts_with(prefix)).cloned());
         keys.sort_unstable();
         keys
     }

@@ -4,9 +4,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use recflow_schemas::{
-    Action, HotList, ItemStatsDelta, MetricsRow, MetricsWindow, Output, ProfileDoc, Str,
-};
+use recflow_schemas::{Action, HotList, ItemStatsDelta, MetricsRow, MetricsWindow, Output, ProfileDoc, Str};
 use serde_json::json;
 
 use super::*;
@@ -27,11 +25,7 @@ fn stats(item: &str, pairs: &[(Action, u64)]) -> ItemStatsDelta {
     for (a, c) in pairs {
         counts[a.index()] = *c;
     }
-    ItemStatsDelta {
-        tenant_id: "t1".into(),
-        item_id: item.into(),
-        counts,
-    }
+    ItemStatsDelta { tenant_id: "t1".into(), item_id: item.into(), counts }
 }
 
 fn profile(user: &str, updated_window: i64, clicks: u64) -> ProfileDoc {
@@ -39,7 +33,11 @@ fn profile(user: &str, updated_window: i64, clicks: u64) -> ProfileDoc {
         tenant_id: "t1".into(),
         user_id: user.into(),
         scenario_id: "vlog".into(),
-        counts: [("click".to_string(), clicks)].into_iter().collect(),
+        counts: {
+            let mut c = recflow_schemas::ActionCounts::default();
+            c.0[recflow_schemas::Action::Click.index()] = clicks;
+            c
+        },
         watch_count: 0,
         watch_seconds: 0.0,
         category_counts: BTreeMap::new(),
@@ -93,10 +91,7 @@ fn hot_list_replaces_whole_zset() {
     assert_eq!(s.get_zset("hot:items:t1:vlog", 10).len(), 1);
     // Category key is separate.
     s.apply_hot(&hot(Some("music"), 200, &[("x", 1.0), ("y", 2.0)]));
-    assert_eq!(
-        s.get_zset("hot:items:t1:vlog:music", 1),
-        vec![("y".into(), 2.0)]
-    );
+    assert_eq!(s.get_zset("hot:items:t1:vlog:music", 1), vec![("y".into(), 2.0)]);
     assert_eq!(s.get_zset("hot:items:t1:nope", 10), vec![]);
     // Replacing by an empty list deletes the key, like Redis.
     s.apply_hot(&hot(Some("music"), 300, &[]));
@@ -110,27 +105,10 @@ fn item_stats_accumulate_like_hincrby() {
     s.add_item_stats(&stats("i1", &[(Action::Click, 3), (Action::AddCart, 1)]));
     s.add_item_stats(&stats("i2", &[]));
     let h = s.get_hash("item:stats:t1:i1").unwrap();
-    let h: Vec<(String, i64)> = h
-        .into_iter()
-        .map(|(k, v)| (k, v.as_i64().unwrap()))
-        .collect();
-    assert_eq!(
-        h,
-        vec![
-            ("add_cart".into(), 1),
-            ("click".into(), 5),
-            ("view".into(), 1)
-        ]
-    );
-    assert_eq!(
-        s.get_hash("item:stats:t1:i2"),
-        None,
-        "zero deltas create no key"
-    );
-    assert_eq!(
-        s.get_item_stats("t1", "i1").unwrap()[Action::Click.index()],
-        5
-    );
+    let h: Vec<(String, i64)> = h.into_iter().map(|(k, v)| (k, v.as_i64().unwrap())).collect();
+    assert_eq!(h, vec![("add_cart".into(), 1), ("click".into(), 5), ("view".into(), 1)]);
+    assert_eq!(s.get_hash("item:stats:t1:i2"), None, "zero deltas create no key");
+    assert_eq!(s.get_item_stats("t1", "i1").unwrap()[Action::Click.index()], 5);
 }
 
 #[test]
@@ -161,24 +139,17 @@ fn metrics_replace_is_monotone() {
     assert_eq!(h["exp1:A:ctr"], FieldValue::Float(0.4));
     assert_eq!(h.len(), 1 + 15);
     assert!(s.apply_metrics(&metrics(180_000, 1)));
-    assert_eq!(
-        s.get_hash("metrics:realtime:t1:vlog").unwrap()["exp1:A:clicks"],
-        FieldValue::Int(1)
-    );
+    assert_eq!(s.get_hash("metrics:realtime:t1:vlog").unwrap()["exp1:A:clicks"], FieldValue::Int(1));
 }
 
 fn fill(s: &EmbeddedStore, reverse: bool) {
     let mut outs = vec![
-        Output::Hot(hot(
-            None,
-            100,
-            &[("b", 2.0), ("a", 2.0), ("c", 9.0), ("d", 1.0)],
-        )),
+        Output::Hot(hot(None, 100, &[("b", 2.0), ("a", 2.0), ("c", 9.0), ("d", 1.0)])),
         Output::ItemStats(stats("i2", &[(Action::Like, 1)])),
         Output::ItemStats(stats("i1", &[(Action::Click, 1)])),
         Output::Metrics(metrics(60_000, 3)),
-        Output::Profile(Box::new(profile("u2", 300_000, 1))),
-        Output::Profile(Box::new(profile("u1", 300_000, 1))),
+        Output::Profile(std::sync::Arc::new(profile("u2", 300_000, 1))),
+        Output::Profile(std::sync::Arc::new(profile("u1", 300_000, 1))),
     ];
     if reverse {
         outs.reverse();
@@ -198,34 +169,15 @@ fn dump_is_sorted_and_deterministic() {
     assert_eq!(text, serde_json::to_string_pretty(&db).unwrap());
 
     // Ties by member ascending.
-    assert_eq!(
-        da["hot:items:t1:vlog"],
-        json!([["c", 9.0], ["a", 2.0], ["b", 2.0], ["d", 1.0]])
-    );
+    assert_eq!(da["hot:items:t1:vlog"], json!([["c", 9.0], ["a", 2.0], ["b", 2.0], ["d", 1.0]]));
     assert_eq!(da["item:stats:t1:i1"], json!({"click": 1}));
-    assert_eq!(
-        da["metrics:realtime:t1:vlog"]["window_start"],
-        json!(60_000)
-    );
-    assert_eq!(
-        da["metrics:realtime:t1:vlog"]["exp1:A:impressions"],
-        json!(10)
-    );
+    assert_eq!(da["metrics:realtime:t1:vlog"]["window_start"], json!(60_000));
+    assert_eq!(da["metrics:realtime:t1:vlog"]["exp1:A:impressions"], json!(10));
     assert_eq!(da["metrics:realtime:t1:vlog"]["exp1:A:ctr"], json!(0.3));
-    assert!(
-        da["user:profile:t1:u1:vlog"].is_object(),
-        "parsed, not a string"
-    );
-    assert_eq!(
-        da["user:profile:t1:u1:vlog"]["updated_window"],
-        json!(300_000)
-    );
-    let users: Vec<&str> = da["mongo.user_profiles"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|d| d["user_id"].as_str().unwrap())
-        .collect();
+    assert!(da["user:profile:t1:u1:vlog"].is_object(), "parsed, not a string");
+    assert_eq!(da["user:profile:t1:u1:vlog"]["updated_window"], json!(300_000));
+    let users: Vec<&str> =
+        da["mongo.user_profiles"].as_array().unwrap().iter().map(|d| d["user_id"].as_str().unwrap()).collect();
     assert_eq!(users, vec!["u1", "u2"]);
     let keys: Vec<&String> = da.as_object().unwrap().keys().collect();
     let mut sorted = keys.clone();
@@ -250,7 +202,7 @@ fn sink_ignores_raw_and_dead_and_concurrent_writers_add_up() {
                         Output::ItemStats(stats("shared", &[(Action::Click, 1)])),
                         Output::ItemStats(stats(&format!("w{w}"), &[(Action::View, 2)])),
                         Output::Hot(hot(None, i, &[("x", i as f64)])),
-                        Output::Profile(Box::new(profile(&format!("u{w}"), i, i as u64))),
+                        Output::Profile(std::sync::Arc::new(profile(&format!("u{w}"), i, i as u64))),
                         Output::Metrics(metrics(i * 60_000, 1)),
                     ];
                     sink.write(&batch).unwrap();
@@ -268,30 +220,12 @@ fn sink_ignores_raw_and_dead_and_concurrent_writers_add_up() {
     for t in threads {
         t.join().unwrap();
     }
-    assert_eq!(
-        store.get_item_stats("t1", "shared").unwrap()[Action::Click.index()],
-        1000
-    );
-    assert_eq!(
-        store.get_item_stats("t1", "w0").unwrap()[Action::View.index()],
-        1000
-    );
-    assert_eq!(
-        store.get_item_stats("t1", "w1").unwrap()[Action::View.index()],
-        1000
-    );
+    assert_eq!(store.get_item_stats("t1", "shared").unwrap()[Action::Click.index()], 1000);
+    assert_eq!(store.get_item_stats("t1", "w0").unwrap()[Action::View.index()], 1000);
+    assert_eq!(store.get_item_stats("t1", "w1").unwrap()[Action::View.index()], 1000);
     assert_eq!(store.zset_window_end("hot:items:t1:vlog"), Some(499));
-    assert_eq!(
-        store
-            .get_profile("t1", "u1", "vlog")
-            .unwrap()
-            .updated_window,
-        499
-    );
-    assert_eq!(
-        store.get_hash("metrics:realtime:t1:vlog").unwrap()["window_start"],
-        FieldValue::Int(499 * 60_000)
-    );
+    assert_eq!(store.get_profile("t1", "u1", "vlog").unwrap().updated_window, 499);
+    assert_eq!(store.get_hash("metrics:realtime:t1:vlog").unwrap()["window_start"], FieldValue::Int(499 * 60_000));
 
     let mut sink = EmbeddedSink::new(Arc::clone(&store));
     assert_eq!(sink.name(), "embedded");
@@ -314,13 +248,7 @@ fn ttl_expiry_is_explicit() {
     let later = SystemTime::now() + PROFILE_TTL + std::time::Duration::from_secs(1);
     // Metrics hash and two profile strings expire after 1 h; ZSET (24 h) and stats stay.
     assert_eq!(s.expire_at(later), 3);
-    assert_eq!(
-        s.keys(""),
-        vec!["hot:items:t1:vlog", "item:stats:t1:i1", "item:stats:t1:i2"]
-    );
-    assert!(
-        s.get_profile("t1", "u1", "vlog").is_some(),
-        "Mongo documents stay"
-    );
+    assert_eq!(s.keys(""), vec!["hot:items:t1:vlog", "item:stats:t1:i1", "item:stats:t1:i2"]);
+    assert!(s.get_profile("t1", "u1", "vlog").is_some(), "Mongo documents stay");
     assert_eq!(s.expire_at(later + HOT_TTL), 1);
 }

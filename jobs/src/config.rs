@@ -127,22 +127,25 @@ impl Config {
     /// Rejects settings the operators cannot honour, naming the key.
     pub fn check(&self) -> anyhow::Result<()> {
         let h = &self.hot_items;
-        if h.slide_secs == 0 || h.slide_secs % 60 != 0 {
+        if h.slide_secs == 0 || !h.slide_secs.is_multiple_of(60) {
             bail!("hot_items.slide_secs must be a positive multiple of 60, got {}", h.slide_secs);
         }
-        if h.window_secs == 0 || h.window_secs % h.slide_secs != 0 {
+        if h.window_secs == 0 || !h.window_secs.is_multiple_of(h.slide_secs) {
             bail!("hot_items.window_secs must be a positive multiple of slide_secs, got {}", h.window_secs);
         }
         if h.half_life_secs == 0 {
             bail!("hot_items.half_life_secs must be positive");
         }
-        if self.profiles.window_secs == 0 || self.profiles.window_secs % 60 != 0 {
+        if self.profiles.window_secs == 0 || !self.profiles.window_secs.is_multiple_of(60) {
             bail!("profiles.window_secs must be a positive multiple of 60, got {}", self.profiles.window_secs);
         }
         if self.pipeline.workers == 0 {
             bail!("pipeline.workers must be at least 1");
         }
-        if self.raw_log.batch_rows == 0 || !(self.raw_log.batch_max_age_secs > 0.0) {
+        if self.raw_log.batch_rows == 0
+            || self.raw_log.batch_max_age_secs.is_nan()
+            || self.raw_log.batch_max_age_secs <= 0.0
+        {
             bail!("raw_log.batch_rows and raw_log.batch_max_age_secs must be positive");
         }
         Ok(())

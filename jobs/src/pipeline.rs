@@ -36,6 +36,7 @@ pub fn build<'s>(
     // Job 2: hot items (panes keyed by item, top-K merged per tenant/scenario).
     let by_item = Exchange::new(|r: &HotRec| key_hash(&[&r.tenant_id, &r.scenario_id, &r.item_id]));
     let stage1 = windowed(streams.hot, by_item, "HotPanes", HotPanes::new(cfg.hot()));
+    #[allow(clippy::result_large_err)] // a routing split, not an error path
     let (partials, stats) = stage1.ok_err(|o| match o {
         HotOut::Partial(l) => Ok(l),
         HotOut::Stats(s) => Err(s),

@@ -11,7 +11,6 @@
 
 use std::collections::BTreeMap;
 
-use rustc_hash::FxHashMap as HashMap;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
@@ -22,6 +21,9 @@ use crate::time::{sliding_window_ends, window_start};
 use crate::topk::top_k;
 use crate::windowed::WindowLogic;
 use crate::{Counters, Minute};
+
+/// Hash maps keyed by tenant-supplied ids: fast, with a random seed (HashDoS-resistant).
+type HashMap<K, V> = std::collections::HashMap<K, V, ahash::RandomState>;
 
 /// Hot-items knobs (config `[hot_items]`).
 #[derive(Clone, Debug)]
@@ -78,6 +80,11 @@ impl From<&Event> for HotRec {
 pub fn decayed(weight: f64, age_ms: i64, half_life_ms: i64) -> f64 {
     weight * (-(age_ms as f64) / half_life_ms as f64).exp2()
 }
+
+/// (item, score) pairs.
+type Ranked = Vec<(Str, f64)>;
+/// (tenant, scenario, category or none): one hot ZSET.
+type HotKey = (Str, Str, Option<Str>);
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 struct ItemKey {
@@ -168,8 +175,8 @@ impl WindowLogic for HotPanes {
                 }
             }
         }
-        let mut by_scenario: HashMap<(&Str, &Str), Vec<(Str, f64)>> = HashMap::default();
-        let mut by_category: HashMap<(&Str, &Str, &Str), Vec<(Str, f64)>> = HashMap::default();
+        let mut by_scenario: HashMap<(&Str, &Str), Ranked> = HashMap::default();
+        let mut by_category: HashMap<(&Str, &Str, &Str), Ranked> = HashMap::default();
         for (k, (score, latest)) in scores {
             if score <= 0.0 {
                 continue;
@@ -207,7 +214,7 @@ impl WindowLogic for HotPanes {
 pub struct HotMerge {
     cfg: HotConfig,
     counters: Arc<Counters>,
-    lists: BTreeMap<i64, HashMap<(Str, Str, Option<Str>), Vec<(Str, f64)>>>,
+    lists: BTreeMap<i64, HashMap<HotKey, Ranked>>,
 }
 
 impl HotMerge {

@@ -5,7 +5,6 @@
 
 use std::collections::BTreeMap;
 
-use rustc_hash::FxHashMap as HashMap;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
@@ -15,6 +14,9 @@ use crate::exact::{ratio, ExactSum};
 use crate::time::minute_of;
 use crate::windowed::WindowLogic;
 use crate::{Counters, Minute};
+
+/// Hash maps keyed by tenant-supplied ids: fast, with a random seed (HashDoS-resistant).
+type HashMap<K, V> = std::collections::HashMap<K, V, ahash::RandomState>;
 
 /// The part of an event the metrics job needs.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]

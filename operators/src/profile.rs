@@ -3,7 +3,6 @@
 
 use std::collections::BTreeMap;
 
-use rustc_hash::FxHashMap as HashMap;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
@@ -13,6 +12,9 @@ use crate::exact::ExactSum;
 use crate::time::window_start;
 use crate::windowed::WindowLogic;
 use crate::{Counters, Minute};
+
+/// Hash maps keyed by tenant-supplied ids: fast, with a random seed (HashDoS-resistant).
+type HashMap<K, V> = std::collections::HashMap<K, V, ahash::RandomState>;
 
 /// Profile knobs (config `[profiles]`).
 #[derive(Clone, Debug)]

@@ -1,10 +1,12 @@
 //! The item catalog: category and publish time per (tenant, item).
 
-use std::collections::HashMap;
 use std::io::BufRead;
 use std::path::Path;
 
 use recflow_schemas::{Item, Str};
+
+/// Hash maps keyed by tenant-supplied ids: fast, with a random seed (HashDoS-resistant).
+type HashMap<K, V> = std::collections::HashMap<K, V, ahash::RandomState>;
 
 /// Catalog facts the pipeline needs, per item.
 #[derive(Clone, Debug, PartialEq)]

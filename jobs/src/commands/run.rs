@@ -156,8 +156,12 @@ pub fn run(args: &RunArgs) -> anyhow::Result<(Arc<EmbeddedStore>, RunStats)> {
             eprintln!("generated {n} events (seed {}) and their item catalog", args.seed);
             let catalog = Catalog::from_reader("generated catalog", std::io::Cursor::new(items))?;
             let reader = Box::new(std::io::Cursor::new(events));
-            let file =
-                JsonlFile::from_reader("generated", reader, cfg.pipeline.read_block_bytes, cfg.pipeline.max_event_bytes);
+            let file = JsonlFile::from_reader(
+                "generated",
+                reader,
+                cfg.pipeline.read_block_bytes,
+                cfg.pipeline.max_event_bytes,
+            );
             (file, catalog)
         }
         (None, None) => bail!("give --input FILE or --generate N"),

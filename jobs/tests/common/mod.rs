@@ -289,6 +289,32 @@ impl RefConfig {
     }
 }
 
+/// (tenant, item) -> category of a catalog in JSON Lines (`gen_events.py catalog`).
+pub fn parse_catalog(text: &[u8]) -> HashMap<(String, String), String> {
+    let mut m = HashMap::new();
+    for line in text.split(|b| *b == b'\n') {
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        let v: Value = serde_json::from_slice(line).expect("catalog line is JSON");
+        if let (Some(t), Some(i), Some(c)) = (v["tenant_id"].as_str(), v["item_id"].as_str(), v["category"].as_str()) {
+            m.insert((t.to_string(), i.to_string()), c.to_string());
+        }
+    }
+    m
+}
+
+/// Valid lines from JSON Lines text known to hold only valid events.
+pub fn valid_lines(text: &[u8]) -> Vec<Line> {
+    text.split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(|l| {
+            let v: Value = serde_json::from_slice(l).expect("event line is JSON");
+            Line::from_valid_text(Ev::from_json(&v), l.to_vec())
+        })
+        .collect()
+}
+
 /// What the reference computes.
 #[derive(Debug, Default)]
 pub struct RefOut {

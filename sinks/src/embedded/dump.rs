@@ -6,7 +6,7 @@ use std::path::Path;
 
 use serde_json::{Map, Value};
 
-use super::store::{item_stats_fields, metrics_fields, read, ITEM_STATS_PREFIX, METRICS_PREFIX};
+use super::store::{item_stats_fields, metrics_fields, profile_key, read, ITEM_STATS_PREFIX, METRICS_PREFIX};
 use super::{EmbeddedStore, FieldValue};
 use crate::SinkError;
 
@@ -56,10 +56,9 @@ impl EmbeddedStore {
         for ((tenant, scenario), m) in metrics.iter() {
             out.insert(format!("{METRICS_PREFIX}{tenant}:{scenario}"), hash_value(metrics_fields(&m.window)));
         }
-        for (key, c) in cache.iter() {
-            // Parsed back so the dump shows an object, not an escaped string.
-            let v = serde_json::from_str(&c.json).unwrap_or_else(|_| Value::from(&*c.json));
-            out.insert(key.clone(), v);
+        for ((tenant, user, scenario), c) in cache.iter() {
+            let v = serde_json::to_value(c.doc.as_ref()).unwrap_or(Value::Null);
+            out.insert(profile_key(tenant, user, scenario), v);
         }
         let mut sorted: Vec<_> = docs.iter().collect();
         sorted.sort_unstable_by(|a, b| a.0.cmp(b.0));

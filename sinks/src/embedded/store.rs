@@ -39,10 +39,10 @@ pub(super) struct Metrics {
     pub(super) expires_at: SystemTime,
 }
 
-/// The cached profile JSON string.
+/// The `user:profile:*` string: the document, rendered as JSON when read.
 #[derive(Debug)]
 pub(super) struct CachedProfile {
-    pub(super) json: Arc<str>,
+    pub(super) doc: Arc<ProfileDoc>,
     pub(super) version: i64,
     pub(super) expires_at: SystemTime,
 }
@@ -62,7 +62,7 @@ pub struct EmbeddedStore {
     /// Mongo `user_profiles`.
     pub(super) user_profiles: RwLock<HashMap<ProfileKey, Arc<ProfileDoc>>>,
     /// `user:profile:{tenant}:{user}:{scenario}` strings, by key.
-    pub(super) profile_cache: RwLock<HashMap<String, CachedProfile>>,
+    pub(super) profile_cache: RwLock<HashMap<ProfileKey, CachedProfile>>,
 }
 
 // Poisoning only means another worker panicked; each critical section leaves
@@ -158,21 +158,20 @@ fn replace_metrics(map: &mut HashMap<(Str, Str), Metrics>, w: &MetricsWindow, no
     true
 }
 
-/// A profile ready to upsert: document plus its JSON, built outside any lock.
+/// A profile ready to upsert.
 struct PreparedProfile {
     key: ProfileKey,
-    redis_key: String,
     doc: Arc<ProfileDoc>,
-    json: Arc<str>,
 }
 
-fn prepare_profile(doc: &ProfileDoc) -> Result<PreparedProfile, SinkError> {
-    Ok(PreparedProfile {
-        key: (doc.tenant_id.clone(), doc.user_id.clone(), doc.scenario_id.clone()),
-        redis_key: profile_key(&doc.tenant_id, &doc.user_id, &doc.scenario_id),
-        json: serde_json::to_string(doc)?.into(),
-        doc: Arc::new(doc.clone()),
-    })
+fn prepare_profile(doc: &Arc<ProfileDoc>) -> PreparedProfile {
+    PreparedProfile { key: (doc.tenant_id.clone(), doc.user_id.clone(), doc.scenario_id.clone()), doc: doc.clone() }
+}
+
+/// Splits `user:profile:{tenant}:{user}:{scenario}` (ids never contain ':').
+fn split_profile_key(key: &str) -> Option<ProfileKey> {
+    let mut parts = key.strip_prefix(PROFILE_PREFIX)?.splitn(3, ':');
+    Some((Str::new(parts.next()?), Str::new(parts.next()?), Str::new(parts.next()?)))
 }
 
 impl EmbeddedStore {
@@ -206,7 +205,7 @@ impl EmbeddedStore {
 
     /// Versioned upsert of the Mongo document and Redis string; false if a newer one is stored.
     pub fn upsert_profile(&self, doc: &ProfileDoc) -> Result<bool, SinkError> {
-        let p = prepare_profile(doc)?;
+        let p = prepare_profile(&Arc::new(doc.clone()));
         Ok(self.upsert_prepared(vec![p], SystemTime::now()) > 0)
     }
 
@@ -220,7 +219,7 @@ impl EmbeddedStore {
         for out in batch {
             match out {
                 Output::Hot(l) => hot.push((l.key(), build_zset(l, now))),
-                Output::Profile(d) => profiles.push(prepare_profile(d)?),
+                Output::Profile(d) => profiles.push(prepare_profile(d)),
                 Output::ItemStats(_) => has_stats = true,
                 Output::Metrics(_) => has_metrics = true,
                 Output::Raw(_) | Output::Dead(_) => {}
@@ -264,10 +263,10 @@ impl EmbeddedStore {
             if docs.get(&p.key).is_some_and(|old| old.updated_window > version) {
                 continue;
             }
-            docs.insert(p.key, p.doc);
+            docs.insert(p.key.clone(), p.doc.clone());
             // The cache is versioned too, so a replayed old window never overwrites it.
-            if cache.get(&p.redis_key).is_none_or(|c| c.version <= version) {
-                cache.insert(p.redis_key, CachedProfile { json: p.json, version, expires_at: now + PROFILE_TTL });
+            if cache.get(&p.key).is_none_or(|c| c.version <= version) {
+                cache.insert(p.key, CachedProfile { doc: p.doc, version, expires_at: now + PROFILE_TTL });
             }
             applied += 1;
         }
@@ -336,7 +335,8 @@ impl EmbeddedStore {
 
     /// A STRING value (`user:profile:*`: the profile JSON).
     pub fn get_string(&self, key: &str) -> Option<Arc<str>> {
-        read(&self.profile_cache).get(key).map(|c| c.json.clone())
+        let doc = read(&self.profile_cache).get(&split_profile_key(key)?).map(|c| c.doc.clone())?;
+        serde_json::to_string(doc.as_ref()).ok().map(Arc::from)
     }
 
     /// The Mongo `user_profiles` document of (tenant, user, scenario).
@@ -363,7 +363,9 @@ impl EmbeddedStore {
         };
         keys.extend(pairs(ITEM_STATS_PREFIX, &mut read(&self.item_stats).keys().map(|(a, b)| (a, b))));
         keys.extend(pairs(METRICS_PREFIX, &mut read(&self.metrics).keys().map(|(a, b)| (a, b))));
-        keys.extend(read(&self.profile_cache).keys().filter(|k| k.starts_with(prefix)).cloned());
+        keys.extend(
+            read(&self.profile_cache).keys().map(|(t, u, s)| profile_key(t, u, s)).filter(|k| k.starts_with(prefix)),
+        );
         keys.sort_unstable();
         keys
     }

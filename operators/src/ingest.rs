@@ -192,3 +192,96 @@ pub fn ingest<'s>(scope: Scope<'s, Minute>, mut source: Box<dyn Source>, cfg: In
     });
     IngestStreams { log, hot, profile, metrics }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use timely::dataflow::operators::Inspect;
+
+    use recflow_schemas::{Action, Validator};
+    use recflow_sources::{Batch, Record, Rejected};
+
+    use super::*;
+
+    /// Hands out fixed batches, one per poll.
+    struct VecSource(Vec<Batch>);
+
+    impl Source for VecSource {
+        fn poll(&mut self) -> Poll {
+            if self.0.is_empty() {
+                Poll::Done
+            } else {
+                Poll::Ready(self.0.remove(0))
+            }
+        }
+        fn max_ts_floor(&self) -> i64 {
+            i64::MIN
+        }
+    }
+
+    fn event(ts_min: i64, id: &str) -> Event {
+        let line = format!(
+            r#"{{"event_id":"{id}","tenant_id":"t","scenario_id":"s","user_id":"u","item_id":"i","action_type":"click","timestamp":{}}}"#,
+            ts_min * 60_000
+        );
+        Validator::default().validate(line.as_bytes(), None, i64::MAX / 2).unwrap()
+    }
+
+    #[test]
+    fn late_events_are_diverted_counted_and_still_logged() {
+        let rec = |offset, parsed| Record { offset, parsed };
+        let bad = recflow_schemas::Validator::default().validate(b"{", None, 0).unwrap_err();
+        let batch = Batch {
+            origin: Origin::File { path: "mem".into() },
+            records: vec![
+                rec(1, Ok(event(10, "a"))),
+                rec(2, Ok(event(20, "b"))),
+                // Watermark is now 20 - 5 = 15 min: 14 is late, exactly 15 is not.
+                rec(3, Ok(event(14, "late"))),
+                rec(4, Ok(event(15, "edge"))),
+                rec(5, Err(Box::new(Rejected::new(bad, b"{")))),
+            ],
+            prior_max_ts: i64::MIN,
+        };
+        let counters = Arc::new(Counters::new(1));
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let applied = Arc::new(Mutex::new(Vec::new()));
+        let (l, a, c) = (log.clone(), applied.clone(), counters.clone());
+        let batch = Mutex::new(Some(batch));
+        timely::execute_directly(move |worker| {
+            worker.dataflow::<Minute, _, _>(|scope| {
+                let cfg = IngestConfig {
+                    allowed_lateness_ms: 300_000,
+                    catalog: Arc::new(Catalog::default()),
+                    counters: c,
+                    batches_per_step: 1,
+                };
+                let s = ingest(scope, Box::new(VecSource(batch.lock().unwrap().take().into_iter().collect())), cfg);
+                s.log.inspect(move |o: &Output| l.lock().unwrap().push(o.clone()));
+                s.hot.inspect(move |r: &HotRec| a.lock().unwrap().push((r.event_id.to_string(), r.action)));
+            });
+        });
+        let applied = applied.lock().unwrap();
+        let ids: Vec<&str> = applied.iter().map(|(id, _)| id.as_str()).collect();
+        assert_eq!(ids.len(), 3);
+        assert!(!ids.contains(&"late") && ids.contains(&"edge"));
+        assert!(applied.iter().all(|(_, a)| *a == Action::Click));
+        let log = log.lock().unwrap();
+        let raw = log.iter().filter(|o| matches!(o, Output::Raw(_))).count();
+        assert_eq!(raw, 4, "late events still reach the raw log");
+        let dead: Vec<(&str, &recflow_schemas::SourcePos)> = log
+            .iter()
+            .filter_map(|o| match o {
+                Output::Dead(d) => Some((d.reason.as_str(), &d.source)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(dead.len(), 2);
+        assert!(dead.contains(&("late", &recflow_schemas::SourcePos::File { path: "mem".into(), line: 3 })));
+        assert!(dead.iter().any(|(r, _)| *r == "bad_json"));
+        assert_eq!(counters.late.load(Relaxed), 1);
+        assert_eq!(counters.rejected(Reason::BadJson), 1);
+        assert_eq!(counters.events.load(Relaxed), 4);
+    }
+}

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# The project's one test command (README, .ci/run): format, lints, and every
-# test of the workspace in release mode (the same profile the benchmarks use).
-# Installs what it needs on a fresh Debian machine.
+# The project's one test command (README, .ci/run): format, lints, then every
+# test of the workspace in release mode (the profile benchmarks use too),
+# with real Redis, ClickHouse, a Kafka-protocol broker and a MongoDB-protocol
+# server installed if missing and started on 127.0.0.1 for the duration.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+services=integration-tests/services
 
 if ! command -v python3 >/dev/null; then
   # The workload generator (shared/workload/gen_events.py) is used by tests.
@@ -16,5 +18,12 @@ echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --release --workspace --all-targets -- -D warnings
+
+echo "== services"
+bash "$services/install.sh"
+bash "$services/start.sh" --fresh
+trap 'bash "$services/stop.sh" || true' EXIT
+eval "$(bash "$services/env.sh")"
+
 echo "== cargo test"
 cargo test --release --workspace

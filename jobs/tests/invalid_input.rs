@@ -13,7 +13,10 @@ use serde_json::Value;
 use recflow_schemas::Reason;
 use recflow_sources::generator::{events, write_catalog, GenConfig};
 
-use common::{assert_dump_matches, parse_catalog, reference, run_pipeline, valid_lines, RefConfig, Run, SplitMix};
+use common::{
+    assert_dump_matches, parse_catalog, reference, render, run_pipeline, valid_lines, Ev, Line, RefConfig, Run,
+    SplitMix,
+};
 
 fn gen_cfg() -> GenConfig {
     GenConfig {
@@ -225,4 +228,32 @@ fn generated_workload_matches_reference() {
     assert_eq!(run.counters.late.load(Relaxed), expected.late_lines.len() as u64);
     assert_eq!(run.dlq_lines(), expected.expected_dlq());
     assert_dump_matches(&run.dump, &expected, &rcfg, "generated workload");
+}
+
+/// A line of exactly 64 KiB is accepted and applied; one byte more is
+/// `oversize`; a blank line between them only shifts line numbers.
+#[test]
+fn oversize_boundary_is_64_kib() {
+    let limit = 64 * 1024;
+    let padded = |id: &str, len: usize| {
+        let mut ev = Ev::new("t0", "s", "u0", "i0", 6, 1_767_520_800_000);
+        ev.event_id = Some(id.into());
+        let mut v = ev.to_json();
+        v["pad"] = "".into();
+        let base = serde_json::to_vec(&v).unwrap().len();
+        v["pad"] = "x".repeat(len - base).into();
+        let text = serde_json::to_vec(&v).unwrap();
+        assert_eq!(text.len(), len);
+        (ev, text)
+    };
+    let (ev, text) = padded("at-limit", limit);
+    let (_, over) = padded("over-limit", limit + 1);
+    let lines = vec![Line::from_valid_text(ev, text), Line::Blank, Line::invalid(over, "oversize")];
+    let rcfg = RefConfig::default();
+    let expected = reference(&lines, &rcfg);
+    let run = run_pipeline(&rcfg.pipeline_config(), render(&lines), Arc::new(rcfg.pipeline_catalog()), 2, 1024, true);
+    assert_eq!(run.counters.rejected(Reason::Oversize), 1);
+    assert_eq!(run.counters.events.load(Relaxed), 1);
+    assert_eq!(run.dlq_lines(), vec![(3, "oversize".to_string())]);
+    assert_dump_matches(&run.dump, &expected, &rcfg, "64 KiB line");
 }

@@ -6,6 +6,7 @@
 
 mod common;
 
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 
@@ -86,6 +87,7 @@ struct Case {
     topk: u8,
     block_bytes: usize,
     items: u8,
+    users: u8,
     ops: Vec<Op>,
 }
 
@@ -106,7 +108,7 @@ fn step() -> impl Strategy<Value = Step> {
 }
 
 fn ev_spec() -> impl Strategy<Value = EvSpec> {
-    let ids = (0u8..2, 0u8..2, 0u8..5, 0u8..12, 0u8..12);
+    let ids = (0u8..2, 0u8..2, 0u8..5, 0u8..40, 0u8..12);
     let ab = (
         proptest::option::weighted(0.7, 0u8..2),
         proptest::option::weighted(0.7, 0u8..2),
@@ -164,8 +166,8 @@ fn op() -> impl Strategy<Value = Op> {
 }
 
 fn case() -> impl Strategy<Value = Case> {
-    (0u32..3_600_000, 0u8..4, 32usize..4096, 3u8..=12, proptest::collection::vec(op(), 50..400))
-        .prop_map(|(base, topk, block_bytes, items, ops)| Case { base, topk, block_bytes, items, ops })
+    (0u32..3_600_000, 0u8..4, 32usize..4096, (3u8..=40, 1u8..=5), proptest::collection::vec(op(), 50..400))
+        .prop_map(|(base, topk, block_bytes, (items, users), ops)| Case { base, topk, block_bytes, items, users, ops })
 }
 
 fn ref_config(topk: u8) -> RefConfig {
@@ -236,7 +238,7 @@ fn build_lines(c: &Case) -> Vec<Line> {
                 let mut ev = Ev::new(
                     TENANTS[s.tenant as usize],
                     SCENARIOS[s.scenario as usize],
-                    USERS[s.user as usize],
+                    USERS[(s.user % c.users) as usize],
                     &item,
                     s.action as usize,
                     ts,
@@ -258,7 +260,7 @@ fn build_lines(c: &Case) -> Vec<Line> {
                     let mut ev = Ev::new(
                         TENANTS[*tenant as usize],
                         SCENARIOS[*scenario as usize],
-                        USERS[*user as usize],
+                        USERS[(*user % c.users) as usize],
                         item,
                         *action as usize,
                         ts,
@@ -314,6 +316,8 @@ struct Coverage {
     invalid: AtomicU64,
     ties_at_cut: AtomicU64,
     truncated: AtomicU64,
+    /// Profiles whose recent_items list had to be cut at 20.
+    recent_cut: AtomicU64,
 }
 
 static COVERAGE: Coverage = Coverage {
@@ -321,6 +325,7 @@ static COVERAGE: Coverage = Coverage {
     invalid: AtomicU64::new(0),
     ties_at_cut: AtomicU64::new(0),
     truncated: AtomicU64::new(0),
+    recent_cut: AtomicU64::new(0),
 };
 
 fn check_case(c: &Case) -> Result<(), TestCaseError> {
@@ -338,12 +343,28 @@ fn check_case(c: &Case) -> Result<(), TestCaseError> {
             }
         }
     }
+    let mut distinct: HashMap<(&str, &str, &str), HashSet<&str>> = HashMap::new();
+    for l in &lines {
+        if let Line::Valid { ev, .. } = l {
+            if ev.action != 0 {
+                distinct.entry((&ev.tenant, &ev.user, &ev.scenario)).or_default().insert(&ev.item);
+            }
+        }
+    }
+    COVERAGE.recent_cut.fetch_add(distinct.values().filter(|s| s.len() > 20).count() as u64, Relaxed);
     let input = render(&lines);
     let cfg = rcfg.pipeline_config();
     let catalog = Arc::new(rcfg.pipeline_catalog());
+    let mut first: Option<Vec<u8>> = None;
     for workers in [1, 3] {
         let run = run_pipeline(&cfg, input.clone(), catalog.clone(), workers, c.block_bytes, true);
         let mut errs = diff_dump(&run.dump, &expected, &rcfg);
+        // Beyond matching the reference: the state does not depend on the worker count at all.
+        let bytes = serde_json::to_vec(&run.dump).unwrap();
+        if first.as_ref().is_some_and(|f| *f != bytes) {
+            errs.push("dump is not byte-identical to the 1-worker dump".to_string());
+        }
+        first.get_or_insert(bytes);
         let late = run.counters.late.load(Relaxed);
         if late != expected.late_lines.len() as u64 {
             errs.push(format!(
@@ -405,8 +426,12 @@ fn pipeline_matches_reference() {
         COVERAGE.truncated.load(Relaxed),
         COVERAGE.ties_at_cut.load(Relaxed),
     );
-    eprintln!("coverage: late={late} invalid={invalid} truncated_lists={truncated} exact_ties_at_cut={ties}");
-    assert!(late > 0 && invalid > 0 && truncated > 0 && ties > 0, "generator lost coverage");
+    let recent_cut = COVERAGE.recent_cut.load(Relaxed);
+    eprintln!(
+        "coverage: late={late} invalid={invalid} truncated_lists={truncated} \
+         exact_ties_at_cut={ties} recent_items_cut={recent_cut}"
+    );
+    assert!(late > 0 && invalid > 0 && truncated > 0 && ties > 0 && recent_cut > 0, "generator lost coverage");
 }
 
 /// Hand-written scenario: exact ties, truncation with item_id tie-break,
@@ -459,5 +484,47 @@ fn handwritten_ties_and_boundaries() {
         assert_dump_matches(&run.dump, &expected, &rcfg, &format!("workers={workers}"));
         assert_eq!(run.dlq_lines(), expected.expected_dlq());
         assert_eq!(run.counters.late.load(Relaxed), 1);
+    }
+}
+
+/// Hand-written: a window whose only events are impressions (score 0) must
+/// not replace or delete the hot lists of earlier windows; identical lines
+/// without event_id are two events; recent_items keeps the 20 newest items,
+/// ties on timestamp broken by event_id, impressions excluded.
+#[test]
+fn handwritten_zero_score_window_duplicates_and_recent_items() {
+    let t0 = START_MS + 7 * 60_000;
+    let mut lines = Vec::new();
+    // Two identical lines (same derived event_id).
+    for _ in 0..2 {
+        let mut e = Ev::new("t0", "vlog", "u0", "i00", 1, t0);
+        e.category = Some("music".into());
+        lines.push(Line::valid(e));
+    }
+    // 25 distinct items for u1, several at the same timestamp.
+    for i in 0..25 {
+        let mut e = Ev::new("t0", "vlog", "u1", &format!("r{i:02}"), 2 + i % 10, t0 + (i / 3) as i64 * 1000);
+        e.event_id = Some(format!("id-{}", (i * 7) % 25));
+        lines.push(Line::valid(e));
+    }
+    // An impression of a newer item: not in recent_items.
+    lines.push(Line::valid(Ev::new("t0", "vlog", "u1", "zz", 0, t0 + 60_000)));
+    // Two hours later only impressions (score 0) in t0/vlog, category music.
+    for i in 0..3 {
+        let mut e = Ev::new("t0", "vlog", "u2", &format!("i0{i}"), 0, t0 + 7_200_000);
+        e.category = Some("music".into());
+        lines.push(Line::valid(e));
+    }
+    let rcfg = RefConfig::default();
+    let expected = reference(&lines, &rcfg);
+    let hot = &expected.dump["hot:items:t0:vlog"];
+    assert!(hot.as_array().is_some_and(|a| a.len() == 26), "{hot}");
+    assert_eq!(expected.dump["item:stats:t0:i00"]["click"], 2);
+    assert_eq!(expected.dump["user:profile:t0:u1:vlog"]["recent_items"].as_array().unwrap().len(), 20);
+    let cfg = rcfg.pipeline_config();
+    for (workers, block) in [(1, 1 << 20), (3, 100)] {
+        let run = run_pipeline(&cfg, render(&lines), Arc::new(rcfg.pipeline_catalog()), workers, block, true);
+        assert_dump_matches(&run.dump, &expected, &rcfg, &format!("workers={workers}"));
+        assert!(run.dlq.is_empty());
     }
 }

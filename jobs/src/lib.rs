@@ -4,3 +4,4 @@ pub mod commands;
 pub mod config;
 pub mod pipeline;
 pub mod progress;
+pub mod telemetry;

@@ -2,10 +2,11 @@
 //! per timely worker, records exchanged between workers by key.
 
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use timely::dataflow::channels::pact::{Exchange, Pipeline};
 use timely::dataflow::operators::core::{Concatenate, OkErr};
-use timely::dataflow::operators::generic::Operator;
+use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 use timely::dataflow::operators::vec::Map;
 use timely::dataflow::{Scope, StreamVec};
 
@@ -20,6 +21,7 @@ use recflow_sinks::Sink;
 use recflow_sources::Source;
 
 use crate::config::Config;
+use crate::telemetry::SinkMetrics;
 
 /// Builds this worker's dataflow: all four jobs fed by `source`, results into `sinks`.
 pub fn build<'s>(
@@ -28,7 +30,7 @@ pub fn build<'s>(
     source: Box<dyn Source>,
     ingest_cfg: IngestConfig,
     sinks: Vec<Box<dyn Sink>>,
-    errors: Arc<Mutex<Vec<String>>>,
+    ctx: SinkContext,
 ) {
     let counters: Arc<Counters> = ingest_cfg.counters.clone();
     let streams = ingest(scope, source, ingest_cfg);
@@ -61,41 +63,77 @@ pub fn build<'s>(
         profiles.map(|p| Output::Profile(Arc::new(p))),
         metrics.map(Output::Metrics),
     ]);
-    sink_all(outputs, sinks, errors);
+    sink_all(outputs, sinks, ctx);
 }
 
-/// Hands every output batch to each sink; flushes when the input is done.
-/// A failing sink is reported once and skipped (embedded sinks are local
-/// files and memory; service sinks retry inside `write`).
-fn sink_all(stream: StreamVec<'_, Minute, Output>, mut sinks: Vec<Box<dyn Sink>>, errors: Arc<Mutex<Vec<String>>>) {
-    let mut flushed = false;
+/// What the sink operator shares with the rest of the process.
+#[derive(Clone)]
+pub struct SinkContext {
+    /// Sink failures, reported once per sink; the run fails at the end if any.
+    pub errors: Arc<Mutex<Vec<String>>>,
+    /// Prometheus series for sink calls (none in tests).
+    pub metrics: Option<SinkMetrics>,
+    /// How often idle sinks get a `write(&[])` tick (age-based batch flushes).
+    pub tick: Duration,
+}
+
+/// Hands every output batch to each sink, ticks idle sinks so age-based
+/// batches go out, and flushes when the input is done. A failing sink is
+/// reported once and skipped (service sinks retry inside `write` first).
+fn sink_all(stream: StreamVec<'_, Minute, Output>, mut sinks: Vec<Box<dyn Sink>>, ctx: SinkContext) {
+    let scope = stream.scope();
+    let mut builder = OperatorBuilder::new("Sinks".to_owned(), scope);
+    let activator = scope.activator_for(builder.operator_info().address);
+    let mut input = builder.new_input(stream, Pipeline);
     let mut failed = vec![false; sinks.len()];
-    stream.sink(Pipeline, "Sinks", move |(input, frontier)| {
-        let report = |i: usize, name: &str, e: recflow_sinks::SinkError, failed: &mut Vec<bool>| {
-            tracing::error!(sink = name, error = %e, "sink failed");
-            failed[i] = true;
-            errors.lock().unwrap_or_else(|p| p.into_inner()).push(format!("{name}: {e}"));
-        };
-        input.for_each(|_cap, data| {
-            for (i, s) in sinks.iter_mut().enumerate() {
-                if !failed[i] {
-                    if let Err(e) = s.write(data) {
-                        let name = s.name();
-                        report(i, name, e, &mut failed);
+    let mut retries_seen: Vec<u64> = sinks.iter().map(|s| s.retries()).collect();
+    let mut flushed = false;
+    builder.build(move |_caps| {
+        move |frontiers| {
+            let mut call = |i: usize, sinks: &mut Vec<Box<dyn Sink>>, batch: Option<&[Output]>| {
+                if failed[i] {
+                    return;
+                }
+                let s = &mut sinks[i];
+                let started = Instant::now();
+                let result = match batch {
+                    Some(b) => s.write(b),
+                    None => s.flush(),
+                };
+                if let Some(m) = &ctx.metrics {
+                    m.observe(s.name(), started.elapsed(), result.is_ok());
+                    let r = s.retries();
+                    m.retries.with_label_values(&[s.name()]).inc_by(r.saturating_sub(retries_seen[i]));
+                    retries_seen[i] = r;
+                }
+                if let Err(e) = result {
+                    tracing::error!(sink = s.name(), error = %e, "sink failed");
+                    failed[i] = true;
+                    ctx.errors.lock().unwrap_or_else(|p| p.into_inner()).push(format!("{}: {e}", s.name()));
+                }
+            };
+            let mut got = false;
+            input.for_each(|_cap, data| {
+                got = true;
+                for i in 0..sinks.len() {
+                    call(i, &mut sinks, Some(data));
+                }
+            });
+            if frontiers[0].frontier().is_empty() {
+                if !flushed {
+                    flushed = true;
+                    for i in 0..sinks.len() {
+                        call(i, &mut sinks, None);
                     }
                 }
+                return;
             }
-        });
-        if frontier.is_empty() && !flushed {
-            flushed = true;
-            for (i, s) in sinks.iter_mut().enumerate() {
-                if !failed[i] {
-                    if let Err(e) = s.flush() {
-                        let name = s.name();
-                        report(i, name, e, &mut failed);
-                    }
+            if !got {
+                for i in 0..sinks.len() {
+                    call(i, &mut sinks, Some(&[]));
                 }
             }
+            activator.activate_after(ctx.tick);
         }
     });
 }

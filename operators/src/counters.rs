@@ -1,9 +1,11 @@
 //! Shared progress counters: the source of the stderr progress line and of
 //! the Prometheus series. Atomics, so workers never block on them.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::sync::Mutex;
 
-use recflow_schemas::Reason;
+use recflow_schemas::{Reason, Str};
 
 /// Pipeline-wide counters, one instance per process.
 #[derive(Debug)]
@@ -20,6 +22,8 @@ pub struct Counters {
     pub metrics_windows: AtomicU64,
     /// Per-worker watermark (epoch ms; i64::MIN before any event).
     pub watermarks: Vec<AtomicI64>,
+    /// Valid events per tenant (added per batch, not per event).
+    pub by_tenant: Mutex<BTreeMap<Str, u64>>,
 }
 
 impl Counters {
@@ -33,6 +37,7 @@ impl Counters {
             profile_windows: AtomicU64::new(0),
             metrics_windows: AtomicU64::new(0),
             watermarks: (0..workers.max(1)).map(|_| AtomicI64::new(i64::MIN)).collect(),
+            by_tenant: Mutex::new(BTreeMap::new()),
         }
     }
 
@@ -51,6 +56,23 @@ impl Counters {
     /// All rejections except late.
     pub fn invalid_total(&self) -> u64 {
         Reason::ALL.iter().filter(|r| **r != Reason::Late).map(|r| self.rejected(*r)).sum()
+    }
+
+    /// Adds a batch's per-tenant event counts.
+    pub fn add_tenant_events(&self, counts: &mut Vec<(Str, u64)>) {
+        if counts.is_empty() {
+            return;
+        }
+        let mut m = self.by_tenant.lock().unwrap_or_else(|p| p.into_inner());
+        for (t, n) in counts.drain(..) {
+            *m.entry(t).or_insert(0) += n;
+        }
+    }
+
+    /// Valid events per tenant so far.
+    pub fn tenant_events(&self) -> Vec<(Str, u64)> {
+        let m = self.by_tenant.lock().unwrap_or_else(|p| p.into_inner());
+        m.iter().map(|(t, n)| (t.clone(), *n)).collect()
     }
 
     /// Min watermark over local workers.

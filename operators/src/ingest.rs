@@ -88,6 +88,7 @@ pub fn ingest<'s>(scope: Scope<'s, Minute>, mut source: Box<dyn Source>, cfg: In
         let mut caps: Vec<Capability<Minute>> = caps;
         let mut by_minute: BTreeMap<Minute, Buffers> = BTreeMap::new();
         let unknown = Str::new_inline("unknown");
+        let mut tenants: Vec<(Str, u64)> = Vec::new();
         move |_frontiers| {
             if caps.is_empty() {
                 return;
@@ -122,6 +123,10 @@ pub fn ingest<'s>(scope: Scope<'s, Minute>, mut source: Box<dyn Source>, cfg: In
                         }
                     };
                     cfg.counters.events.fetch_add(1, Relaxed);
+                    match tenants.iter_mut().find(|(t, _)| *t == ev.tenant_id) {
+                        Some(e) => e.1 += 1,
+                        None => tenants.push((ev.tenant_id.clone(), 1)),
+                    }
                     if ev.category.is_none() {
                         ev.category = Some(
                             cfg.catalog
@@ -174,6 +179,7 @@ pub fn ingest<'s>(scope: Scope<'s, Minute>, mut source: Box<dyn Source>, cfg: In
                     }
                 }
             }
+            cfg.counters.add_tenant_events(&mut tenants);
             let floor = source.max_ts_floor();
             let watermark = floor.saturating_sub(cfg.allowed_lateness_ms);
             cfg.counters.watermarks[worker % cfg.counters.watermarks.len()].store(watermark, Relaxed);

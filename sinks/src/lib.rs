@@ -24,6 +24,10 @@ pub trait Sink: Send {
     fn write(&mut self, batch: &[recflow_schemas::Output]) -> Result<(), SinkError>;
     /// Makes everything accepted so far durable/visible.
     fn flush(&mut self) -> Result<(), SinkError>;
+    /// Retries this sink made so far (for metrics); sinks without a backend report 0.
+    fn retries(&self) -> u64 {
+        0
+    }
 }
 
 /// Boxed sinks are sinks too, so jobs can hold `Vec<Box<dyn Sink>>`.
@@ -36,5 +40,8 @@ impl<S: Sink + ?Sized> Sink for Box<S> {
     }
     fn flush(&mut self) -> Result<(), SinkError> {
         (**self).flush()
+    }
+    fn retries(&self) -> u64 {
+        (**self).retries()
     }
 }

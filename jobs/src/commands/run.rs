@@ -120,7 +120,12 @@ pub fn run_embedded(
             batches_per_step: 1,
         };
         worker.dataflow::<recflow_operators::Minute, _, _>(|scope| {
-            crate::pipeline::build(scope, &cfg, source, ingest_cfg, sinks, shared_errors.clone());
+            let ctx = crate::pipeline::SinkContext {
+                errors: shared_errors.clone(),
+                metrics: None,
+                tick: Duration::from_millis(500),
+            };
+            crate::pipeline::build(scope, &cfg, source, ingest_cfg, sinks, ctx);
         });
     })
     .map_err(|e| anyhow::anyhow!("starting timely workers: {e}"))?;

@@ -123,7 +123,8 @@ impl std::fmt::Debug for RedisSink {
     }
 }
 
-fn config_error(message: String) -> SinkError {
+/// A sink error that is not the server's (bad config, bad record, unexpected reply).
+fn backend_error(message: String) -> SinkError {
     SinkError::Backend { sink: SINK, message }
 }
 
@@ -132,7 +133,7 @@ impl RedisSink {
     /// (a Redis that is down at start is retried on the first write).
     pub fn new(config: &RedisConfig) -> Result<Self, SinkError> {
         let client =
-            Client::open(config.url.as_str()).map_err(|e| config_error(format!("bad url {:?}: {e}", config.url)))?;
+            Client::open(config.url.as_str()).map_err(|e| backend_error(format!("bad url {:?}: {e}", config.url)))?;
         for (name, v) in [
             ("hot_ttl_secs", config.hot_ttl_secs),
             ("profile_ttl_secs", config.profile_ttl_secs),
@@ -141,7 +142,7 @@ impl RedisSink {
         ] {
             // EXPIRE 0 would delete the key and SET EX 0 is an error.
             if v == 0 {
-                return Err(config_error(format!("redis.{name} must be > 0")));
+                return Err(backend_error(format!("redis.{name} must be > 0")));
             }
         }
         static SINKS: AtomicU64 = AtomicU64::new(0);
@@ -303,7 +304,7 @@ fn add_hot(pipe: &mut Pipeline, l: &HotList, ttl: u64, tmp_token: &str) -> Resul
     }
     if let Some((item, _)) = l.entries.iter().find(|(_, s)| s.is_nan()) {
         // Rejected before sending so nothing of the batch is applied (ZADD would refuse it mid-pipeline).
-        return Err(config_error(format!("{key}: NaN score for item {item}")));
+        return Err(backend_error(format!("{key}: NaN score for item {item}")));
     }
     let tmp = format!("{TMP_PREFIX}{key}:{}:{tmp_token}", l.window_end);
     // DEL first: a re-sent pipeline must not add to a half-built temp list.
@@ -399,7 +400,7 @@ impl KeyKind {
 /// `[[member, score], ...]` (score desc, member asc), HASH object (counts and
 /// `window_start` integers, ratios floats), profile the parsed JSON object.
 pub fn dump(url: &str) -> Result<Value, SinkError> {
-    let client = Client::open(url).map_err(|e| config_error(format!("bad url {url:?}: {e}")))?;
+    let client = Client::open(url).map_err(|e| backend_error(format!("bad url {url:?}: {e}")))?;
     let mut con = connect(&client, DUMP_TIMEOUT).map_err(backend)?;
     let mut keys = Vec::new();
     for kind in KeyKind::ALL {
@@ -423,17 +424,18 @@ pub fn dump(url: &str) -> Result<Value, SinkError> {
 
     let mut out = serde_json::Map::new();
     for ((kind, key), reply) in keys.into_iter().zip(replies) {
-        let strings = bulk_strings(reply).map_err(|m| config_error(format!("{key}: {m}")))?;
+        let strings = bulk_strings(reply).map_err(|m| backend_error(format!("{key}: {m}")))?;
         // Empty: the key expired between SCAN and read.
         if strings.is_empty() {
             continue;
         }
-        let value = render(kind, strings).map_err(|m| config_error(format!("{key}: {m}")))?;
+        let value = render(kind, strings).map_err(|m| backend_error(format!("{key}: {m}")))?;
         out.insert(key, value);
     }
     Ok(Value::Object(out))
 }
 
+/// A sink error from a failed Redis call.
 fn backend(e: RedisError) -> SinkError {
     SinkError::Backend { sink: SINK, message: e.to_string() }
 }

@@ -189,6 +189,49 @@ impl RetryPolicy {
     }
 }
 
+/// The `[*.retry]` config table of a sink; becomes a [`RetryPolicy`].
+#[derive(Clone, Copy, Debug, PartialEq, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetryConfig {
+    /// Total attempts including the first (at least 1).
+    pub max_attempts: u32,
+    /// Delay before the first retry, in milliseconds.
+    pub initial_backoff_ms: u64,
+    /// Multiplier between consecutive delays.
+    pub backoff_factor: f64,
+    /// Upper bound of a single delay, in milliseconds.
+    pub max_backoff_ms: u64,
+}
+
+impl Default for RetryConfig {
+    /// The same numbers as [`RetryPolicy::default`].
+    fn default() -> Self {
+        RetryConfig::from(RetryPolicy::default())
+    }
+}
+
+impl From<RetryPolicy> for RetryConfig {
+    fn from(p: RetryPolicy) -> Self {
+        RetryConfig {
+            max_attempts: p.max_attempts,
+            initial_backoff_ms: p.initial.as_millis() as u64,
+            backoff_factor: p.factor,
+            max_backoff_ms: p.max_delay.as_millis() as u64,
+        }
+    }
+}
+
+impl From<RetryConfig> for RetryPolicy {
+    fn from(c: RetryConfig) -> Self {
+        RetryPolicy {
+            initial: Duration::from_millis(c.initial_backoff_ms),
+            factor: c.backoff_factor,
+            max_delay: Duration::from_millis(c.max_backoff_ms),
+            max_attempts: c.max_attempts.max(1),
+        }
+    }
+}
+
 /// Runs `op` until it succeeds or `policy.max_attempts` are used, sleeping between tries.
 pub fn retry<T, E: Display>(policy: &RetryPolicy, op: impl FnMut() -> Result<T, E>) -> Result<T, E> {
     retry_if(policy, op, |_| true)

@@ -8,8 +8,10 @@ pub mod embedded;
 pub mod error;
 pub mod file;
 pub mod raw_log_file;
+pub mod redis;
 
-pub use batcher::{retry, retry_if, BatchConfig, BatchTrigger, Batcher, RetryPolicy};
+pub use self::redis::{RedisConfig, RedisSink, RedisStats};
+pub use batcher::{retry, retry_if, BatchConfig, BatchTrigger, Batcher, RetryConfig, RetryPolicy};
 pub use dlq_file::DlqFileSink;
 pub use embedded::{EmbeddedSink, EmbeddedStore, FieldValue};
 pub use error::SinkError;

@@ -13,7 +13,8 @@ use crate::SinkError;
 /// The dump key holding the Mongo `user_profiles` collection.
 const MONGO_PROFILES: &str = "mongo.user_profiles";
 
-fn hash_value(fields: BTreeMap<String, FieldValue>) -> Value {
+/// A HASH as JSON: integers stay integers, floats as serde_json renders f64.
+pub(crate) fn hash_value(fields: BTreeMap<String, FieldValue>) -> Value {
     Value::Object(
         fields
             .into_iter()

@@ -12,3 +12,9 @@ mod tests;
 pub use sink::EmbeddedSink;
 pub use store::{EmbeddedStore, HOT_TTL, METRICS_TTL, PROFILE_TTL};
 pub use value::FieldValue;
+
+// The Redis sink writes and reads the same key layout and field typing.
+pub(crate) use dump::hash_value;
+pub(crate) use store::{
+    is_count_metric, metrics_fields, profile_key, ITEM_STATS_PREFIX, METRICS_PREFIX, PROFILE_PREFIX,
+};

@@ -20,9 +20,9 @@ pub const PROFILE_TTL: Duration = Duration::from_secs(3600);
 /// TTL of `metrics:realtime:*` hashes.
 pub const METRICS_TTL: Duration = Duration::from_secs(3600);
 
-pub(super) const ITEM_STATS_PREFIX: &str = "item:stats:";
-pub(super) const METRICS_PREFIX: &str = "metrics:realtime:";
-pub(super) const PROFILE_PREFIX: &str = "user:profile:";
+pub(crate) const ITEM_STATS_PREFIX: &str = "item:stats:";
+pub(crate) const METRICS_PREFIX: &str = "metrics:realtime:";
+pub(crate) const PROFILE_PREFIX: &str = "user:profile:";
 
 /// A ZSET as one immutable, sorted snapshot (score desc, member asc).
 #[derive(Debug)]
@@ -76,12 +76,12 @@ fn write<T>(l: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
 }
 
 /// The Redis key of a profile string.
-pub(super) fn profile_key(tenant: &str, user: &str, scenario: &str) -> String {
+pub(crate) fn profile_key(tenant: &str, user: &str, scenario: &str) -> String {
     format!("{PROFILE_PREFIX}{tenant}:{user}:{scenario}")
 }
 
 /// Metric names whose values are counts (integers in the hash).
-fn is_count_metric(name: &str) -> bool {
+pub(crate) fn is_count_metric(name: &str) -> bool {
     matches!(
         name,
         "impressions" | "clicks" | "views" | "likes" | "shares" | "comments" | "add_carts" | "orders" | "payments"
@@ -89,7 +89,7 @@ fn is_count_metric(name: &str) -> bool {
 }
 
 /// The hash fields of an item's stats: action name -> count, nonzero only.
-pub(super) fn item_stats_fields(counts: &[u64; 12]) -> BTreeMap<String, FieldValue> {
+pub(crate) fn item_stats_fields(counts: &[u64; 12]) -> BTreeMap<String, FieldValue> {
     ACTIONS
         .iter()
         .zip(counts)
@@ -99,7 +99,7 @@ pub(super) fn item_stats_fields(counts: &[u64; 12]) -> BTreeMap<String, FieldVal
 }
 
 /// The hash fields of a metrics window: `window_start` and `{exp}:{variant}:{metric}`.
-pub(super) fn metrics_fields(w: &MetricsWindow) -> BTreeMap<String, FieldValue> {
+pub(crate) fn metrics_fields(w: &MetricsWindow) -> BTreeMap<String, FieldValue> {
     let mut m = BTreeMap::new();
     m.insert("window_start".to_string(), FieldValue::Int(w.window_start));
     for row in &w.rows {

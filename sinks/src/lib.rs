@@ -3,12 +3,14 @@
 //! whether the state lands in Redis/Mongo/ClickHouse or in the embedded store.
 
 pub mod batcher;
+pub mod clickhouse;
 pub mod dlq_file;
 pub mod embedded;
 pub mod error;
 pub mod file;
 pub mod raw_log_file;
 
+pub use crate::clickhouse::{ClickHouseConfig, ClickHouseSink, ClickHouseStats, RetryConfig, RowSource, ServerDialect};
 pub use batcher::{retry, retry_if, BatchConfig, BatchTrigger, Batcher, RetryPolicy};
 pub use dlq_file::DlqFileSink;
 pub use embedded::{EmbeddedSink, EmbeddedStore, FieldValue};

@@ -22,7 +22,12 @@ CREATE TABLE IF NOT EXISTS {db}.item_stats_daily
 ENGINE = SummingMergeTree()
 PARTITION BY toYYYYMM(day)
 ORDER BY (tenant_id, scenario_id, item_id, day)
-TTL day + INTERVAL 800 DAY;
+TTL day + INTERVAL 800 DAY
+-- The window lets a retried insert's view block be dropped too: the sink sends
+-- insert_deduplication_token + deduplicate_blocks_in_dependent_materialized_views,
+-- so view blocks carry tokens derived from it (other writers should send tokens
+-- too, else two identical aggregate blocks would be taken for a retry).
+SETTINGS non_replicated_deduplication_window = 1000;
 
 CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.item_stats_daily_mv TO {db}.item_stats_daily AS
 SELECT

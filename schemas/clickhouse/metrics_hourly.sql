@@ -28,7 +28,12 @@ CREATE TABLE IF NOT EXISTS {db}.metrics_hourly
 ENGINE = SummingMergeTree()
 PARTITION BY toYYYYMM(hour)
 ORDER BY (tenant_id, scenario_id, experiment_id, variant, hour)
-TTL hour + INTERVAL 800 DAY;
+TTL hour + INTERVAL 800 DAY
+-- The window lets a retried insert's view block be dropped too: the sink sends
+-- insert_deduplication_token + deduplicate_blocks_in_dependent_materialized_views,
+-- so view blocks carry tokens derived from it (other writers should send tokens
+-- too, else two identical aggregate blocks would be taken for a retry).
+SETTINGS non_replicated_deduplication_window = 1000;
 
 CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.metrics_hourly_mv TO {db}.metrics_hourly AS
 SELECT

@@ -190,7 +190,7 @@ impl RetryPolicy {
 }
 
 /// The `[*.retry]` config table of a sink; becomes a [`RetryPolicy`].
-#[derive(Clone, Copy, Debug, PartialEq, serde::Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RetryConfig {
     /// Total attempts including the first (at least 1).
@@ -207,6 +207,13 @@ impl Default for RetryConfig {
     /// The same numbers as [`RetryPolicy::default`].
     fn default() -> Self {
         RetryConfig::from(RetryPolicy::default())
+    }
+}
+
+impl RetryConfig {
+    /// The policy these knobs describe.
+    pub fn policy(&self) -> RetryPolicy {
+        RetryPolicy::from(*self)
     }
 }
 

@@ -3,6 +3,7 @@
 //! whether the state lands in Redis/Mongo/ClickHouse or in the embedded store.
 
 pub mod batcher;
+pub mod clickhouse;
 pub mod dlq_file;
 pub mod embedded;
 pub mod error;
@@ -11,6 +12,7 @@ pub mod raw_log_file;
 pub mod redis;
 
 pub use self::redis::{RedisConfig, RedisSink, RedisStats};
+pub use crate::clickhouse::{ClickHouseConfig, ClickHouseSink, ClickHouseStats, RowSource, ServerDialect};
 pub use batcher::{retry, retry_if, BatchConfig, BatchTrigger, Batcher, RetryConfig, RetryPolicy};
 pub use dlq_file::DlqFileSink;
 pub use embedded::{EmbeddedSink, EmbeddedStore, FieldValue};

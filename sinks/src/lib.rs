@@ -8,6 +8,7 @@ pub mod dlq_file;
 pub mod embedded;
 pub mod error;
 pub mod file;
+pub mod mongo;
 pub mod raw_log_file;
 pub mod redis;
 
@@ -18,6 +19,7 @@ pub use dlq_file::DlqFileSink;
 pub use embedded::{EmbeddedSink, EmbeddedStore, FieldValue};
 pub use error::SinkError;
 pub use file::{FileMode, SharedFile};
+pub use mongo::{MongoConfig, MongoDb, MongoSink};
 pub use raw_log_file::{RawLogFileSink, RawRow};
 
 /// A destination for pipeline outputs.

@@ -7,6 +7,7 @@ pub mod dlq_file;
 pub mod embedded;
 pub mod error;
 pub mod file;
+pub mod kafka;
 pub mod raw_log_file;
 
 pub use batcher::{retry, retry_if, BatchConfig, BatchTrigger, Batcher, RetryPolicy};
@@ -14,6 +15,7 @@ pub use dlq_file::DlqFileSink;
 pub use embedded::{EmbeddedSink, EmbeddedStore, FieldValue};
 pub use error::SinkError;
 pub use file::{FileMode, SharedFile};
+pub use kafka::{KafkaSink, KafkaSinkConfig};
 pub use raw_log_file::{RawLogFileSink, RawRow};
 
 /// A destination for pipeline outputs.

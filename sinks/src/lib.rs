@@ -9,6 +9,7 @@ pub mod embedded;
 pub mod error;
 pub mod file;
 pub mod mongo;
+pub mod kafka;
 pub mod raw_log_file;
 pub mod redis;
 
@@ -20,6 +21,7 @@ pub use embedded::{EmbeddedSink, EmbeddedStore, FieldValue};
 pub use error::SinkError;
 pub use file::{FileMode, SharedFile};
 pub use mongo::{MongoConfig, MongoDb, MongoSink};
+pub use kafka::{KafkaSink, KafkaSinkConfig};
 pub use raw_log_file::{RawLogFileSink, RawRow};
 
 /// A destination for pipeline outputs.

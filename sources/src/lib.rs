@@ -1,9 +1,13 @@
 //! Where events come from: one [`Source`] trait with a JSONL file/stdin
-//! reader (and later Kafka), the item catalog, and the synthetic generator.
+//! reader, the Kafka consumer-group source, the item catalog (file or
+//! `item-updates` topic), Kafka tooling, and the synthetic generator.
 
 pub mod catalog;
 pub mod generator;
 pub mod jsonl;
+pub mod kafka;
+pub mod kafka_admin;
+pub mod kafka_catalog;
 
 use std::sync::Arc;
 
@@ -11,6 +15,7 @@ use recflow_schemas::{Event, Rejection, SourcePos};
 
 pub use catalog::Catalog;
 pub use jsonl::{JsonlFile, JsonlSource};
+pub use kafka::{KafkaCommitter, KafkaConfig, KafkaSource};
 
 /// Where a batch came from; turned into a [`SourcePos`] only for dead letters.
 #[derive(Clone, Debug, PartialEq, Eq)]

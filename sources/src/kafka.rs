@@ -1,0 +1,732 @@
+//! Kafka source: one consumer-group member per timely worker, subscribed by
+//! regex to the per-tenant topics `user-behaviors-{tenant}`.
+//!
+//! Each worker's [`KafkaSource`] owns a `BaseConsumer` polled with timeout 0,
+//! so a worker is never blocked. Consecutive records of one partition become
+//! one [`Batch`] whose `prior_max_ts` is that partition's max valid event time
+//! before the batch; the partition's max is advanced when the batch is handed
+//! out. [`Source::max_ts_floor`] is the min over the worker's non-idle
+//! partitions (see [`PartitionTracker::floor`]).
+//!
+//! Offsets: auto-commit is off. [`KafkaCommitter::positions`] snapshots, per
+//! assigned partition, the offset after the last record handed out; the
+//! pipeline commits such a snapshot with [`KafkaCommitter::commit`] only after
+//! the sinks flushed everything produced from it (at-least-once). Exactly-once
+//! (offsets stored beside the sink data) is a later step: on a rebalance or
+//! restart, records handed out after the last commit are read again.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::error::KafkaResult;
+use rdkafka::message::Message;
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use serde::{Deserialize, Serialize};
+
+use recflow_schemas::Validator;
+
+use crate::{Batch, Origin, Poll, Record, Rejected, Source};
+
+/// Prefix of the per-tenant input topics.
+pub const BEHAVIOR_TOPIC_PREFIX: &str = "user-behaviors-";
+/// The dead-letter topic; it matches the input pattern, so sources skip it.
+pub const DLQ_TOPIC: &str = "user-behaviors-dlq";
+/// The catalog upsert topic.
+pub const ITEM_UPDATES_TOPIC: &str = "item-updates";
+
+/// Kafka connection and consumption settings (`[kafka]` in the config file).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct KafkaConfig {
+    /// Bootstrap servers, comma-separated `host:port`.
+    pub brokers: String,
+    /// Consumer group shared by every worker of every process.
+    pub group_id: String,
+    /// Input topics: a regex starting with `^` (librdkafka pattern subscription), else one literal topic name.
+    pub topic_pattern: String,
+    /// Topics matching the pattern that are never consumed (the DLQ).
+    pub exclude_topics: Vec<String>,
+    /// A partition without messages for this long no longer holds the watermark back.
+    pub idle_timeout_secs: u64,
+    /// Most records handed out per poll (one batch).
+    pub poll_batch: usize,
+    /// Partition count of topics recflow creates.
+    pub partitions: i32,
+    /// How often new topics matching the pattern are discovered (`topic.metadata.refresh.interval.ms`).
+    pub metadata_refresh_ms: u64,
+    /// End the input after this long without any message (backfills, tests); `None` = run until stopped.
+    pub exit_when_idle_ms: Option<u64>,
+    /// Extra librdkafka properties, applied last (they override the above).
+    pub properties: BTreeMap<String, String>,
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        KafkaConfig {
+            brokers: "127.0.0.1:9092".into(),
+            group_id: "recflow".into(),
+            topic_pattern: "^user-behaviors-[a-z0-9_]+$".into(),
+            exclude_topics: vec![DLQ_TOPIC.into()],
+            idle_timeout_secs: 30,
+            poll_batch: 1000,
+            partitions: 3,
+            metadata_refresh_ms: 5000,
+            exit_when_idle_ms: None,
+            properties: BTreeMap::new(),
+        }
+    }
+}
+
+impl KafkaConfig {
+    /// The librdkafka consumer configuration of a group member.
+    pub fn consumer_config(&self) -> ClientConfig {
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", &self.brokers)
+            .set("group.id", &self.group_id)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("enable.partition.eof", "false")
+            .set("topic.metadata.refresh.interval.ms", self.metadata_refresh_ms.to_string());
+        for (k, v) in &self.properties {
+            c.set(k, v);
+        }
+        c
+    }
+
+    /// The idle timeout as a duration.
+    pub fn idle_timeout(&self) -> Duration {
+        Duration::from_secs(self.idle_timeout_secs)
+    }
+}
+
+/// The tenant of an input topic: `user-behaviors-{tenant}` -> `tenant`.
+pub fn tenant_of_topic(topic: &str) -> Option<&str> {
+    topic.strip_prefix(BEHAVIOR_TOPIC_PREFIX).filter(|t| recflow_schemas::validate::is_valid_tenant(t))
+}
+
+/// The input topic of a tenant.
+pub fn topic_of_tenant(tenant: &str) -> String {
+    format!("{BEHAVIOR_TOPIC_PREFIX}{tenant}")
+}
+
+/// A (topic, partition) with the topic name interned.
+pub type PartitionKey = (Arc<str>, i32);
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Event-time and activity state of one assigned partition.
+#[derive(Clone, Debug)]
+struct PartState {
+    max_ts: i64,
+    last_activity: Instant,
+}
+
+/// Per-partition state of one worker: max event time handed out and last
+/// activity; the pure core of the watermark floor.
+#[derive(Debug)]
+pub struct PartitionTracker {
+    parts: HashMap<PartitionKey, PartState>,
+    idle_timeout: Duration,
+}
+
+impl PartitionTracker {
+    /// No partitions yet.
+    pub fn new(idle_timeout: Duration) -> Self {
+        PartitionTracker { parts: HashMap::new(), idle_timeout }
+    }
+
+    /// A partition was assigned; it counts as active from `now`. Existing state is kept.
+    pub fn assign(&mut self, key: PartitionKey, now: Instant) {
+        self.parts.entry(key).or_insert(PartState { max_ts: i64::MIN, last_activity: now });
+    }
+
+    /// A partition was revoked; its state is dropped.
+    pub fn revoke(&mut self, key: &PartitionKey) {
+        self.parts.remove(key);
+    }
+
+    /// True when the partition is assigned.
+    pub fn contains(&self, key: &PartitionKey) -> bool {
+        self.parts.contains_key(key)
+    }
+
+    /// A message arrived on the partition (assigning it if unknown).
+    pub fn touch(&mut self, key: &PartitionKey, now: Instant) {
+        match self.parts.get_mut(key) {
+            Some(p) => p.last_activity = now,
+            None => self.assign(key.clone(), now),
+        }
+    }
+
+    /// Max valid event time handed out for the partition (`i64::MIN` if none).
+    pub fn max_ts(&self, key: &PartitionKey) -> i64 {
+        self.parts.get(key).map_or(i64::MIN, |p| p.max_ts)
+    }
+
+    /// A batch of the partition with max valid event time `max_ts` was handed out.
+    pub fn advance(&mut self, key: &PartitionKey, max_ts: i64) {
+        if let Some(p) = self.parts.get_mut(key) {
+            p.max_ts = p.max_ts.max(max_ts);
+        }
+    }
+
+    /// Assigned partitions.
+    pub fn len(&self) -> usize {
+        self.parts.len()
+    }
+
+    /// True when nothing is assigned.
+    pub fn is_empty(&self) -> bool {
+        self.parts.is_empty()
+    }
+
+    /// The watermark basis at `now`: min max-ts over active partitions
+    /// (`i64::MIN` if one has no data yet); if all are idle, the max over
+    /// them so windows can close; `i64::MIN` with no partitions.
+    pub fn floor(&self, now: Instant) -> i64 {
+        let mut active_min: Option<i64> = None;
+        let mut idle_max = i64::MIN;
+        for p in self.parts.values() {
+            if now.saturating_duration_since(p.last_activity) < self.idle_timeout {
+                active_min = Some(active_min.map_or(p.max_ts, |m| m.min(p.max_ts)));
+            } else {
+                idle_max = idle_max.max(p.max_ts);
+            }
+        }
+        active_min.unwrap_or(idle_max)
+    }
+}
+
+/// The batch being filled: consecutive records of one partition.
+#[derive(Debug)]
+struct OpenBatch {
+    key: PartitionKey,
+    records: Vec<Record>,
+    prior: i64,
+    max_ts: i64,
+}
+
+/// Groups consecutive records of one partition into batches of at most
+/// `max_records`, each with the partition's max event time before it.
+#[derive(Debug)]
+pub struct BatchAssembler {
+    open: Option<OpenBatch>,
+    max_records: usize,
+}
+
+impl BatchAssembler {
+    /// Batches of at most `max_records` (at least 1).
+    pub fn new(max_records: usize) -> Self {
+        BatchAssembler { open: None, max_records: max_records.max(1) }
+    }
+
+    /// Adds a record of `key`; returns the previous batch when it is complete
+    /// (other partition, or full). A returned batch advances the tracker.
+    pub fn push(&mut self, tracker: &mut PartitionTracker, key: &PartitionKey, record: Record) -> Option<Batch> {
+        let done = match &self.open {
+            Some(o) if o.key != *key || o.records.len() >= self.max_records => self.take(tracker),
+            _ => None,
+        };
+        let open = self.open.get_or_insert_with(|| OpenBatch {
+            key: key.clone(),
+            records: Vec::new(),
+            prior: tracker.max_ts(key),
+            max_ts: i64::MIN,
+        });
+        if let Ok(e) = &record.parsed {
+            open.max_ts = open.max_ts.max(e.ts);
+        }
+        open.records.push(record);
+        done
+    }
+
+    /// True when the open batch holds `max_records`.
+    pub fn is_full(&self) -> bool {
+        self.open.as_ref().is_some_and(|o| o.records.len() >= self.max_records)
+    }
+
+    /// True when a batch is open.
+    pub fn has_open(&self) -> bool {
+        self.open.is_some()
+    }
+
+    /// Closes and returns the open batch, advancing the tracker.
+    pub fn take(&mut self, tracker: &mut PartitionTracker) -> Option<Batch> {
+        let o = self.open.take()?;
+        tracker.advance(&o.key, o.max_ts);
+        Some(Batch {
+            origin: Origin::Kafka { topic: o.key.0.clone(), partition: o.key.1 },
+            records: o.records,
+            prior_max_ts: o.prior,
+        })
+    }
+
+    /// Drops the open batch if its partition was revoked (the new owner reads it again).
+    pub fn drop_if(&mut self, revoked: impl Fn(&PartitionKey) -> bool) -> bool {
+        if self.open.as_ref().is_some_and(|o| revoked(&o.key)) {
+            self.open = None;
+            return true;
+        }
+        false
+    }
+}
+
+/// A rebalance seen by the consumer context, applied by the source after its poll.
+#[derive(Debug)]
+enum Change {
+    Assigned(Vec<(String, i32)>),
+    Revoked(Vec<(String, i32)>),
+}
+
+/// State shared by the consumer context (rebalance callbacks), the source and committers.
+#[derive(Default)]
+struct Shared {
+    /// Offset after the last record handed out, per assigned partition.
+    positions: Mutex<HashMap<(String, i32), i64>>,
+    changes: Mutex<Vec<Change>>,
+    changed: AtomicBool,
+    exclude: Vec<String>,
+}
+
+/// Consumer context recording rebalances and pausing excluded topics.
+struct Ctx(Arc<Shared>);
+
+impl ClientContext for Ctx {}
+
+fn tpl_pairs(tpl: &TopicPartitionList) -> Vec<(String, i32)> {
+    tpl.elements().iter().map(|e| (e.topic().to_string(), e.partition())).collect()
+}
+
+impl ConsumerContext for Ctx {
+    fn pre_rebalance(&self, _c: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(tpl) = rebalance {
+            let pairs = tpl_pairs(tpl);
+            // Before ownership is lost: no commit may include these partitions any more.
+            let mut pos = lock(&self.0.positions);
+            for p in &pairs {
+                pos.remove(p);
+            }
+            drop(pos);
+            tracing::info!(partitions = pairs.len(), "kafka partitions revoked");
+            lock(&self.0.changes).push(Change::Revoked(pairs));
+            self.0.changed.store(true, Ordering::Release);
+        }
+    }
+
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Assign(tpl) => {
+                let pairs = tpl_pairs(tpl);
+                let mut paused = TopicPartitionList::new();
+                for (t, p) in &pairs {
+                    if self.0.exclude.iter().any(|x| x == t) {
+                        paused.add_partition(t, *p);
+                    }
+                }
+                if paused.count() > 0 {
+                    if let Err(e) = consumer.pause(&paused) {
+                        tracing::warn!(error = %e, "pausing excluded topics failed; their messages are skipped");
+                    }
+                }
+                tracing::info!(partitions = pairs.len(), "kafka partitions assigned");
+                lock(&self.0.changes).push(Change::Assigned(pairs));
+                self.0.changed.store(true, Ordering::Release);
+            }
+            Rebalance::Revoke(_) => {}
+            Rebalance::Error(e) => tracing::warn!(error = %e, "kafka rebalance error"),
+        }
+    }
+}
+
+/// A (topic, partition, next offset) to commit.
+pub type Position = (String, i32, i64);
+
+/// Commits offsets of one [`KafkaSource`] from any thread (e.g. after the sinks flushed).
+#[derive(Clone)]
+pub struct KafkaCommitter {
+    consumer: Arc<BaseConsumer<Ctx>>,
+    shared: Arc<Shared>,
+}
+
+impl KafkaCommitter {
+    /// Per assigned partition, the offset after the last record handed out so far.
+    pub fn positions(&self) -> Vec<Position> {
+        let mut v: Vec<Position> = lock(&self.shared.positions).iter().map(|((t, p), o)| (t.clone(), *p, *o)).collect();
+        v.sort();
+        v
+    }
+
+    /// Synchronously commits `positions` (next offsets) of partitions still
+    /// assigned to this member; returns how many were committed.
+    pub fn commit(&self, positions: &[Position]) -> KafkaResult<usize> {
+        let mut tpl = TopicPartitionList::new();
+        {
+            let assigned = lock(&self.shared.positions);
+            for (t, p, o) in positions {
+                if assigned.contains_key(&(t.clone(), *p)) {
+                    tpl.add_partition_offset(t, *p, Offset::Offset(*o))?;
+                }
+            }
+        }
+        let n = tpl.count();
+        if n > 0 {
+            self.consumer.commit(&tpl, CommitMode::Sync)?;
+        }
+        Ok(n)
+    }
+
+    /// Commits everything handed out so far (call only once the sinks flushed it).
+    pub fn commit_processed(&self) -> KafkaResult<usize> {
+        self.commit(&self.positions())
+    }
+
+    /// The group's committed offsets of this member's assigned partitions.
+    pub fn committed(&self, timeout: Duration) -> KafkaResult<Vec<Position>> {
+        let tpl = self.consumer.committed(timeout)?;
+        Ok(tpl
+            .elements()
+            .iter()
+            .filter_map(|e| match e.offset() {
+                Offset::Offset(o) => Some((e.topic().to_string(), e.partition(), o)),
+                _ => None,
+            })
+            .collect())
+    }
+}
+
+/// Per-topic facts, interned once.
+struct TopicInfo {
+    name: Arc<str>,
+    tenant: Option<Box<str>>,
+    excluded: bool,
+}
+
+/// One worker's member of the consumer group; a [`Source`].
+pub struct KafkaSource {
+    consumer: Arc<BaseConsumer<Ctx>>,
+    shared: Arc<Shared>,
+    validator: Validator,
+    topics: HashMap<Box<str>, TopicInfo>,
+    tracker: PartitionTracker,
+    assembler: BatchAssembler,
+    stop: Arc<AtomicBool>,
+    exit_when_idle: Option<Duration>,
+    last_message: Instant,
+    done: bool,
+    last_error_log: Option<Instant>,
+    records: u64,
+}
+
+impl KafkaSource {
+    /// Joins the group and subscribes to `cfg.topic_pattern`.
+    pub fn new(cfg: &KafkaConfig, validator: Validator) -> KafkaResult<Self> {
+        let shared = Arc::new(Shared { exclude: cfg.exclude_topics.clone(), ..Shared::default() });
+        let consumer: BaseConsumer<Ctx> = cfg.consumer_config().create_with_context(Ctx(shared.clone()))?;
+        consumer.subscribe(&[cfg.topic_pattern.as_str()])?;
+        Ok(KafkaSource {
+            consumer: Arc::new(consumer),
+            shared,
+            validator,
+            topics: HashMap::new(),
+            tracker: PartitionTracker::new(cfg.idle_timeout()),
+            assembler: BatchAssembler::new(cfg.poll_batch),
+            stop: Arc::new(AtomicBool::new(false)),
+            exit_when_idle: cfg.exit_when_idle_ms.map(Duration::from_millis),
+            last_message: Instant::now(),
+            done: false,
+            last_error_log: None,
+            records: 0,
+        })
+    }
+
+    /// A handle that commits this source's offsets from any thread.
+    pub fn committer(&self) -> KafkaCommitter {
+        KafkaCommitter { consumer: self.consumer.clone(), shared: self.shared.clone() }
+    }
+
+    /// Commits everything handed out so far (see [`KafkaCommitter::commit_processed`]).
+    pub fn commit_processed(&self) -> KafkaResult<usize> {
+        self.committer().commit_processed()
+    }
+
+    /// Commits the given positions (see [`KafkaCommitter::commit`]).
+    pub fn commit(&self, positions: &[Position]) -> KafkaResult<usize> {
+        self.committer().commit(positions)
+    }
+
+    /// Asks the source to end: the open batch is handed out, then `Poll::Done`.
+    pub fn request_stop(&self) {
+        self.stop.store(true, Ordering::Release);
+    }
+
+    /// A flag that, set from any thread, acts like [`Self::request_stop`].
+    pub fn stop_handle(&self) -> Arc<AtomicBool> {
+        self.stop.clone()
+    }
+
+    /// Partitions currently assigned to this member (excluded topics not counted).
+    pub fn assignment(&self) -> Vec<(String, i32)> {
+        let mut v: Vec<(String, i32)> = self.tracker.parts.keys().map(|(t, p)| (t.to_string(), *p)).collect();
+        v.sort();
+        v
+    }
+
+    /// Records handed out so far.
+    pub fn records(&self) -> u64 {
+        self.records
+    }
+
+    /// Interned facts about `topic` (split borrow: only `topics` is mutated).
+    fn intern<'a>(topics: &'a mut HashMap<Box<str>, TopicInfo>, exclude: &[String], topic: &str) -> &'a TopicInfo {
+        if !topics.contains_key(topic) {
+            let info = TopicInfo {
+                name: Arc::from(topic),
+                tenant: tenant_of_topic(topic).map(Box::from),
+                excluded: exclude.iter().any(|x| x == topic),
+            };
+            topics.insert(Box::from(topic), info);
+        }
+        &topics[topic]
+    }
+
+    /// Applies rebalances recorded by the context during the last consumer poll.
+    fn apply_changes(&mut self) {
+        if !self.shared.changed.swap(false, Ordering::AcqRel) {
+            return;
+        }
+        let changes = std::mem::take(&mut *lock(&self.shared.changes));
+        let now = Instant::now();
+        for change in changes {
+            match change {
+                Change::Assigned(pairs) => {
+                    for (t, p) in pairs {
+                        let info = Self::intern(&mut self.topics, &self.shared.exclude, &t);
+                        if !info.excluded {
+                            let key = (info.name.clone(), p);
+                            self.tracker.assign(key, now);
+                        }
+                    }
+                }
+                Change::Revoked(pairs) => {
+                    let mut keys = Vec::with_capacity(pairs.len());
+                    for (t, p) in pairs {
+                        let key = (Self::intern(&mut self.topics, &self.shared.exclude, &t).name.clone(), p);
+                        self.tracker.revoke(&key);
+                        keys.push(key);
+                    }
+                    if self.assembler.drop_if(|k| keys.contains(k)) {
+                        tracing::info!(
+                            "dropped an unreturned batch of a revoked partition; its new owner reads it again"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    fn log_error(&mut self, e: &rdkafka::error::KafkaError) {
+        let now = Instant::now();
+        if self.last_error_log.is_none_or(|t| now.duration_since(t) >= Duration::from_secs(10)) {
+            tracing::warn!(error = %e, "kafka consumer error (repeats suppressed for 10 s)");
+            self.last_error_log = Some(now);
+        }
+    }
+
+    /// Hands out a batch: records its position for commits.
+    fn emit(&mut self, batch: Batch) -> Poll {
+        if let (Origin::Kafka { topic, partition }, Some(last)) = (&batch.origin, batch.records.last()) {
+            lock(&self.shared.positions).insert((topic.to_string(), *partition), last.offset as i64 + 1);
+        }
+        self.records += batch.records.len() as u64;
+        Poll::Ready(batch)
+    }
+}
+
+impl Source for KafkaSource {
+    fn poll(&mut self) -> Poll {
+        if self.done {
+            return Poll::Done;
+        }
+        let consumer = self.consumer.clone();
+        let now_ms = recflow_schemas::validate::now_ms();
+        loop {
+            if self.stop.load(Ordering::Acquire) {
+                break;
+            }
+            let msg = consumer.poll(Duration::ZERO);
+            self.apply_changes();
+            let msg = match msg {
+                None => break,
+                Some(Err(e)) => {
+                    self.log_error(&e);
+                    break;
+                }
+                Some(Ok(m)) => m,
+            };
+            let now = Instant::now();
+            self.last_message = now;
+            let info = Self::intern(&mut self.topics, &self.shared.exclude, msg.topic());
+            if info.excluded {
+                continue;
+            }
+            let key = (info.name.clone(), msg.partition());
+            let payload = msg.payload().unwrap_or(&[]);
+            let parsed = self
+                .validator
+                .validate(payload, info.tenant.as_deref(), now_ms)
+                .map_err(|r| Box::new(Rejected::new(r, payload)));
+            let record = Record { offset: msg.offset().max(0) as u64, parsed };
+            self.tracker.touch(&key, now);
+            if let Some(batch) = self.assembler.push(&mut self.tracker, &key, record) {
+                return self.emit(batch);
+            }
+            if self.assembler.is_full() {
+                break;
+            }
+        }
+        if let Some(batch) = self.assembler.take(&mut self.tracker) {
+            return self.emit(batch);
+        }
+        let idle_exit = self.exit_when_idle.is_some_and(|d| self.last_message.elapsed() >= d);
+        if self.stop.load(Ordering::Acquire) || idle_exit {
+            self.done = true;
+            return Poll::Done;
+        }
+        Poll::Pending
+    }
+
+    fn max_ts_floor(&self) -> i64 {
+        self.tracker.floor(Instant::now())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use recflow_schemas::Reason;
+
+    fn rec(offset: u64, ts: Option<i64>) -> Record {
+        let parsed = match ts {
+            Some(ts) => {
+                let line = format!(
+                    r#"{{"tenant_id":"t","scenario_id":"s","user_id":"u","item_id":"i","action_type":"click","timestamp":{ts}}}"#
+                );
+                Ok(Validator::default().validate(line.as_bytes(), Some("t"), i64::MAX / 2).unwrap())
+            }
+            None => Err(Box::new(Rejected::new(Validator::default().validate(b"{", None, 0).unwrap_err(), b"{"))),
+        };
+        Record { offset, parsed }
+    }
+
+    fn key(t: &str, p: i32) -> PartitionKey {
+        (Arc::from(t), p)
+    }
+
+    #[test]
+    fn topic_tenant_parsing() {
+        assert_eq!(tenant_of_topic("user-behaviors-acme_1"), Some("acme_1"));
+        assert_eq!(tenant_of_topic("user-behaviors-"), None);
+        assert_eq!(tenant_of_topic("user-behaviors-Acme"), None);
+        assert_eq!(tenant_of_topic("item-updates"), None);
+        assert_eq!(topic_of_tenant("acme"), "user-behaviors-acme");
+        let v = Validator::default();
+        let line =
+            br#"{"tenant_id":"b","scenario_id":"s","user_id":"u","item_id":"i","action_type":"click","timestamp":1}"#;
+        let err = v.validate(line, tenant_of_topic("user-behaviors-a"), i64::MAX / 2).unwrap_err();
+        assert_eq!(err.reason, Reason::TenantMismatch);
+    }
+
+    #[test]
+    fn config_defaults_and_unknown_fields() {
+        let c: KafkaConfig = toml::from_str("brokers = \"h:1\"").unwrap();
+        assert_eq!(c.brokers, "h:1");
+        assert_eq!(c.group_id, "recflow");
+        assert_eq!(c.topic_pattern, "^user-behaviors-[a-z0-9_]+$");
+        assert_eq!((c.idle_timeout_secs, c.poll_batch, c.partitions), (30, 1000, 3));
+        assert_eq!(c.exclude_topics, vec![DLQ_TOPIC.to_string()]);
+        assert!(toml::from_str::<KafkaConfig>("brokerz = \"h:1\"").is_err());
+    }
+
+    #[test]
+    fn floor_ignores_idle_partitions() {
+        let t0 = Instant::now();
+        let idle = Duration::from_secs(30);
+        let mut tr = PartitionTracker::new(idle);
+        assert_eq!(tr.floor(t0), i64::MIN, "no partitions");
+        let (a, b) = (key("x", 0), key("x", 1));
+        tr.assign(a.clone(), t0);
+        tr.assign(b.clone(), t0);
+        tr.advance(&a, 100);
+        assert_eq!(tr.floor(t0), i64::MIN, "an active partition without data holds the floor");
+        tr.advance(&b, 50);
+        assert_eq!(tr.floor(t0), 50);
+        // b idle after 30 s without messages; a keeps receiving.
+        tr.touch(&a, t0 + Duration::from_secs(20));
+        assert_eq!(tr.floor(t0 + Duration::from_secs(31)), 100, "idle b no longer holds it back");
+        // All idle: the max over them, so windows can close.
+        tr.advance(&b, 70);
+        assert_eq!(tr.floor(t0 + Duration::from_secs(60)), 100);
+        // b wakes up: active again, min.
+        tr.touch(&b, t0 + Duration::from_secs(61));
+        assert_eq!(tr.floor(t0 + Duration::from_secs(62)), 70);
+        tr.revoke(&b);
+        assert_eq!(tr.floor(t0 + Duration::from_secs(62)), 100);
+        assert_eq!(tr.len(), 1);
+        // max never goes back.
+        tr.advance(&a, 10);
+        assert_eq!(tr.max_ts(&a), 100);
+    }
+
+    #[test]
+    fn batches_group_consecutive_records_of_one_partition() {
+        let now = Instant::now();
+        let mut tr = PartitionTracker::new(Duration::from_secs(30));
+        let (a, b) = (key("x", 0), key("x", 1));
+        tr.assign(a.clone(), now);
+        tr.assign(b.clone(), now);
+        let mut asm = BatchAssembler::new(3);
+        let mut out = Vec::new();
+        let input = [
+            (&a, 0, Some(10)),
+            (&a, 1, Some(30)),
+            (&a, 2, None),
+            (&a, 3, Some(20)), // full at 3: new batch
+            (&b, 0, Some(5)),
+            (&a, 4, Some(40)),
+            (&a, 5, Some(1)),
+        ];
+        for (k, off, ts) in input {
+            out.extend(asm.push(&mut tr, k, rec(off, ts)));
+        }
+        assert_eq!(tr.max_ts(&a), 30, "the open batch (a 4..) is not counted yet");
+        assert_eq!(tr.floor(now), 5);
+        out.extend(asm.take(&mut tr));
+        let summary: Vec<(i32, Vec<u64>, i64)> = out
+            .iter()
+            .map(|b| {
+                let Origin::Kafka { partition, .. } = &b.origin else { panic!() };
+                (*partition, b.records.iter().map(|r| r.offset).collect(), b.prior_max_ts)
+            })
+            .collect();
+        let m = i64::MIN;
+        assert_eq!(
+            summary,
+            vec![(0, vec![0, 1, 2], m), (0, vec![3], 30), (1, vec![0], m), (0, vec![4, 5], 30)],
+            "prior = partition max before the batch; invalid records do not count"
+        );
+        assert_eq!(tr.max_ts(&a), 40);
+        assert_eq!(tr.max_ts(&b), 5);
+        assert_eq!(tr.floor(now), 5);
+        // A revoked partition's open batch is dropped.
+        assert!(asm.push(&mut tr, &b, rec(1, Some(9))).is_none());
+        assert!(asm.drop_if(|k| *k == b));
+        assert!(!asm.has_open());
+    }
+}

@@ -9,6 +9,8 @@ use serde::Deserialize;
 use recflow_operators::hot_items::HotConfig;
 use recflow_operators::profile::ProfileConfig;
 use recflow_schemas::{ActionWeights, ValidationLimits};
+use recflow_sinks::{ClickHouseConfig, KafkaSinkConfig, MongoConfig, RedisConfig};
+use recflow_sources::KafkaConfig;
 
 /// The whole configuration file.
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -18,8 +20,50 @@ pub struct Config {
     pub weights: ActionWeights,
     pub hot_items: HotItemsConfig,
     pub profiles: ProfilesConfig,
-    pub raw_log: RawLogConfig,
     pub embedded: EmbeddedConfig,
+    pub outputs: OutputsConfig,
+    pub telemetry: TelemetryConfig,
+    /// Input topics (used when `run` gets no `--input`).
+    pub kafka: KafkaConfig,
+    /// Output topics and the DLQ topic.
+    pub kafka_sink: KafkaSinkConfig,
+    pub redis: RedisConfig,
+    pub mongo: MongoConfig,
+    /// Also the batching of the embedded raw-log file.
+    pub clickhouse: ClickHouseConfig,
+}
+
+/// Where results go.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StoreKind {
+    /// In-process store + files (no services).
+    #[default]
+    Embedded,
+    /// Redis, MongoDB, ClickHouse and Kafka.
+    Services,
+}
+
+/// `[outputs]`.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OutputsConfig {
+    /// `embedded` or `services`.
+    pub store: StoreKind,
+}
+
+/// `[telemetry]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TelemetryConfig {
+    /// Prometheus endpoint of a worker process (`""` = off; `--metrics-addr` overrides).
+    pub metrics_addr: String,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        TelemetryConfig { metrics_addr: "127.0.0.1:9464".into() }
+    }
 }
 
 /// `[pipeline]`: workers, event time and validation.
@@ -85,20 +129,6 @@ impl Default for ProfilesConfig {
     }
 }
 
-/// `[raw_log]`: the analytical log (ClickHouse) batching.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct RawLogConfig {
-    pub batch_rows: usize,
-    pub batch_max_age_secs: f64,
-}
-
-impl Default for RawLogConfig {
-    fn default() -> Self {
-        RawLogConfig { batch_rows: 1000, batch_max_age_secs: 5.0 }
-    }
-}
-
 /// `[embedded]`: where the embedded mode writes its files.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -142,11 +172,9 @@ impl Config {
         if self.pipeline.workers == 0 {
             bail!("pipeline.workers must be at least 1");
         }
-        if self.raw_log.batch_rows == 0
-            || self.raw_log.batch_max_age_secs.is_nan()
-            || self.raw_log.batch_max_age_secs <= 0.0
-        {
-            bail!("raw_log.batch_rows and raw_log.batch_max_age_secs must be positive");
+        let ch = &self.clickhouse;
+        if ch.batch_rows == 0 || ch.batch_max_age_secs.is_nan() || ch.batch_max_age_secs <= 0.0 {
+            bail!("clickhouse.batch_rows and clickhouse.batch_max_age_secs must be positive");
         }
         Ok(())
     }
@@ -194,6 +222,15 @@ mod tests {
         assert_eq!(cfg.hot().window_ms, 3_600_000);
         assert_eq!(cfg.weights, ActionWeights::default());
         assert_eq!(cfg.pipeline.allowed_lateness_secs, 300);
+    }
+
+    #[test]
+    fn local_config_parses_and_selects_services() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/local.toml");
+        let cfg = Config::load(&path).unwrap();
+        assert_eq!(cfg.outputs.store, StoreKind::Services);
+        assert_eq!(cfg.kafka.partitions, 3);
+        assert_eq!(cfg.clickhouse.batch_rows, 1000);
     }
 
     #[test]

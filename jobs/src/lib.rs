@@ -2,6 +2,7 @@
 
 pub mod commands;
 pub mod config;
+pub mod outputs;
 pub mod pipeline;
 pub mod progress;
 pub mod telemetry;

@@ -2,7 +2,7 @@
 
 use clap::{Parser, Subcommand};
 
-use recflow::commands::{bench, generate, run};
+use recflow::commands::{bench, generate, init, produce, run};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -23,6 +23,10 @@ enum Command {
     Generate(generate::GenerateArgs),
     /// Measure throughput and peak memory; writes a Markdown table.
     Bench(bench::BenchArgs),
+    /// Create topics, ClickHouse tables/views and Mongo indexes (idempotent).
+    Init(init::InitArgs),
+    /// Load a JSONL events file into the per-tenant topics.
+    Produce(produce::ProduceArgs),
 }
 
 fn main() {
@@ -35,6 +39,8 @@ fn main() {
         Command::Run(a) => run::main(a),
         Command::Generate(a) => generate::main(a),
         Command::Bench(a) => bench::main(a),
+        Command::Init(a) => init::main(a),
+        Command::Produce(a) => produce::main(a),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

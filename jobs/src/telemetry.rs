@@ -94,7 +94,7 @@ impl Telemetry {
     pub fn new(counters: Arc<Counters>) -> anyhow::Result<Arc<Telemetry>> {
         let registry = Registry::new();
         let probe = PipelineCollector { counters: counters.clone(), descs: Vec::new() };
-        let descs = probe.families().iter().flat_map(|f| desc_of(f)).collect();
+        let descs = probe.families().iter().flat_map(desc_of).collect();
         registry.register(Box::new(PipelineCollector { counters, descs }))?;
         let sinks = SinkMetrics {
             batch_seconds: HistogramVec::new(

@@ -32,6 +32,9 @@ pub struct IngestConfig {
     pub counters: Arc<Counters>,
     /// Batches handled per activation before yielding to other operators.
     pub batches_per_step: usize,
+    /// How long to wait before polling again when the source had nothing
+    /// (zero for files, a few ms for Kafka so an idle pipeline does not spin).
+    pub idle_poll: std::time::Duration,
 }
 
 /// The streams ingest produces.
@@ -94,9 +97,13 @@ pub fn ingest<'s>(scope: Scope<'s, Minute>, mut source: Box<dyn Source>, cfg: In
                 return;
             }
             let mut finished = false;
+            let mut progressed = false;
             for _ in 0..cfg.batches_per_step.max(1) {
                 let batch = match source.poll() {
-                    Poll::Ready(b) => b,
+                    Poll::Ready(b) => {
+                        progressed = true;
+                        b
+                    }
                     Poll::Pending => break,
                     Poll::Done => {
                         finished = true;
@@ -193,7 +200,11 @@ pub fn ingest<'s>(scope: Scope<'s, Minute>, mut source: Box<dyn Source>, cfg: In
                     c.downgrade(&t);
                 }
             }
-            activator.activate();
+            if progressed || cfg.idle_poll.is_zero() {
+                activator.activate();
+            } else {
+                activator.activate_after(cfg.idle_poll);
+            }
         }
     });
     IngestStreams { log, hot, profile, metrics }
@@ -262,6 +273,7 @@ mod tests {
                     catalog: Arc::new(Catalog::default()),
                     counters: c,
                     batches_per_step: 1,
+                    idle_poll: std::time::Duration::ZERO,
                 };
                 let s = ingest(scope, Box::new(VecSource(batch.lock().unwrap().take().into_iter().collect())), cfg);
                 s.log.inspect(move |o: &Output| l.lock().unwrap().push(o.clone()));

@@ -8,8 +8,8 @@ pub mod dlq_file;
 pub mod embedded;
 pub mod error;
 pub mod file;
-pub mod mongo;
 pub mod kafka;
+pub mod mongo;
 pub mod raw_log_file;
 pub mod redis;
 
@@ -20,8 +20,8 @@ pub use dlq_file::DlqFileSink;
 pub use embedded::{EmbeddedSink, EmbeddedStore, FieldValue};
 pub use error::SinkError;
 pub use file::{FileMode, SharedFile};
-pub use mongo::{MongoConfig, MongoDb, MongoSink};
 pub use kafka::{KafkaSink, KafkaSinkConfig};
+pub use mongo::{MongoConfig, MongoDb, MongoSink};
 pub use raw_log_file::{RawLogFileSink, RawRow};
 
 /// A destination for pipeline outputs.

@@ -4,6 +4,10 @@
 //! Writes use the classic batched `update` command (one request per batch)
 //! rather than the driver's `bulk_write`, which needs MongoDB 8.0's
 //! `bulkWrite`: `update` works on every server version we may meet.
+//!
+//! Every document's `_id` is its natural key ([`natural_id`]), so all writes
+//! and point reads go through the primary index; the unique compound indexes
+//! of [`ensure_indexes`] still guard the key fields themselves.
 
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -154,31 +158,48 @@ fn to_document<T: serde::Serialize>(value: &T) -> Result<Document, SinkError> {
     bson::to_document(value).map_err(|e| backend(format!("cannot encode as BSON: {e}")))
 }
 
+/// The `_id` of the document of a natural key: the JSON array of its parts.
+///
+/// Why: a filter on `_id` hits the primary index on every server (nx-27017
+/// scans the collection for any other filter, 5-10 ms per statement at 5k
+/// documents), and JSON keeps the encoding unambiguous whatever the ids contain.
+pub fn natural_id(parts: &[&str]) -> String {
+    serde_json::to_string(parts).unwrap_or_default()
+}
+
+/// `value` as a replacement document whose first field is `_id`.
+fn with_id<T: serde::Serialize>(id: &str, value: &T) -> Result<Document, SinkError> {
+    let mut d = doc! { "_id": id };
+    d.extend(to_document(value)?);
+    Ok(d)
+}
+
 /// The versioned upsert statement of one profile for the `update` command.
 ///
-/// Matches only a stored document with an older `updated_window`; when the
-/// stored one is newer or equal, nothing matches, the upsert's insert hits the
-/// unique index and the server answers 11000 for this statement: stale.
-/// When no document exists the upsert inserts it.
+/// Matches only a stored document with an older `updated_window` and replaces
+/// it by `doc`. When the stored one is newer or equal nothing matches, the
+/// upsert's insert hits the unique `_id` and the server answers 11000 for this
+/// statement: stale. When no document exists the upsert inserts it.
 pub fn profile_statement(doc: &ProfileDoc) -> Result<Document, SinkError> {
+    let id = natural_id(&[&doc.tenant_id, &doc.user_id, &doc.scenario_id]);
     Ok(doc! {
-        "q": {
-            "tenant_id": doc.tenant_id.as_str(),
-            "user_id": doc.user_id.as_str(),
-            "scenario_id": doc.scenario_id.as_str(),
-            "updated_window": { "$lt": doc.updated_window },
-        },
-        "u": { "$set": to_document(doc)? },
+        "q": { "_id": &id, "updated_window": { "$lt": doc.updated_window } },
+        // A replacement, not `$set`: the stored document becomes exactly this
+        // profile, and nx-27017 rounds top-level doubles written by `$set` to
+        // 15 digits. It carries `_id` because nx-27017 inserts the replacement
+        // as is on upsert (MongoDB would take `_id` from the filter).
+        "u": with_id(&id, doc)?,
         "upsert": true,
     })
 }
 
 /// The upsert statement of one catalog item, keyed by (tenant_id, item_id).
 pub fn item_statement(item: &Item) -> Result<Document, SinkError> {
+    let id = natural_id(&[&item.tenant_id, &item.item_id]);
     Ok(doc! {
-        "q": { "tenant_id": item.tenant_id.as_str(), "item_id": item.item_id.as_str() },
-        // Every field is set (absent ones as null), so a PUT replaces the item.
-        "u": { "$set": to_document(item)? },
+        "q": { "_id": &id },
+        // A replacement (absent fields stored as null): a PUT replaces the item.
+        "u": with_id(&id, item)?,
         "upsert": true,
     })
 }
@@ -409,7 +430,7 @@ impl MongoDb {
         let found = self.with_retry("get scenario", |db| {
             Ok(db
                 .collection::<Document>(SCENARIOS)
-                .find_one(doc! { "tenant_id": tenant, "scenario_id": scenario_id })
+                .find_one(doc! { "_id": natural_id(&[tenant, scenario_id]) })
                 .run()?)
         })?;
         let Some(mut d) = found else { return Ok(None) };
@@ -421,9 +442,10 @@ impl MongoDb {
     /// Stores (replaces) a scenario config, stamping `updated_at` (epoch ms).
     pub fn put_scenario(&self, tenant: &str, scenario_id: &str, config: &serde_json::Value) -> Result<(), SinkError> {
         let config = bson::to_bson(config).map_err(|e| backend(format!("cannot encode scenario config: {e}")))?;
+        let id = natural_id(&[tenant, scenario_id]);
         let stmt = doc! {
-            "q": { "tenant_id": tenant, "scenario_id": scenario_id },
-            "u": { "$set": { "tenant_id": tenant, "scenario_id": scenario_id, "config": config, "updated_at": now_ms() } },
+            "q": { "_id": &id },
+            "u": { "_id": &id, "tenant_id": tenant, "scenario_id": scenario_id, "config": config, "updated_at": now_ms() },
             "upsert": true,
         };
         let o = self.with_retry("put scenario", |db| upsert_chunk(db, SCENARIOS, std::slice::from_ref(&stmt)))?;
@@ -622,13 +644,12 @@ mod tests {
     fn profile_statement_is_versioned_upsert_of_whole_doc() {
         let p = profile("u1", 600_000);
         let s = profile_statement(&p).unwrap();
-        assert_eq!(
-            s.get_document("q").unwrap(),
-            &doc! { "tenant_id": "t1", "user_id": "u1", "scenario_id": "s1", "updated_window": { "$lt": 600_000i64 } }
-        );
+        let id = r#"["t1","u1","s1"]"#;
+        assert_eq!(s.get_document("q").unwrap(), &doc! { "_id": id, "updated_window": { "$lt": 600_000i64 } });
         assert!(s.get_bool("upsert").unwrap());
-        let set = s.get_document("u").unwrap().get_document("$set").unwrap();
-        assert_eq!(set.len(), 14, "every field of the document");
+        let set = s.get_document("u").unwrap();
+        assert_eq!(set.len(), 15, "a replacement by _id plus the whole document");
+        assert_eq!(set.get_str("_id").unwrap(), id);
         assert_eq!(set.get_i64("updated_window").unwrap(), 600_000);
         assert_eq!(set.get_i64("watch_count").unwrap(), 2);
         assert_eq!(set.get_f64("watch_seconds").unwrap(), 1.5);
@@ -650,10 +671,17 @@ mod tests {
             status: None,
         };
         let s = item_statement(&it).unwrap();
-        assert_eq!(s.get_document("q").unwrap(), &doc! { "tenant_id": "t1", "item_id": "i9" });
-        let set = s.get_document("u").unwrap().get_document("$set").unwrap();
+        assert_eq!(s.get_document("q").unwrap(), &doc! { "_id": r#"["t1","i9"]"# });
+        let set = s.get_document("u").unwrap();
         assert_eq!(set.get("scenario_id"), Some(&Bson::Null), "absent fields are cleared");
         assert_eq!(bson::from_document::<Item>(set.clone()).unwrap(), it);
+    }
+
+    #[test]
+    fn natural_ids_are_unambiguous() {
+        assert_eq!(natural_id(&["a:b", "c"]), r#"["a:b","c"]"#);
+        assert_ne!(natural_id(&["a", "b,c"]), natural_id(&["a,b", "c"]));
+        assert_ne!(natural_id(&["a\"", "b"]), natural_id(&["a", "\"b"]));
     }
 
     #[test]

@@ -12,7 +12,8 @@ use rdkafka::{Offset, TopicPartitionList};
 
 use recflow_schemas::Item;
 
-use crate::kafka::{KafkaConfig, ITEM_UPDATES_TOPIC};
+use crate::kafka::KafkaConfig;
+pub use crate::kafka::ITEM_UPDATES_TOPIC;
 use crate::Catalog;
 
 /// Reads `item-updates` into `catalog`; returns the number of items applied.

@@ -2,4 +2,6 @@
 
 pub mod bench;
 pub mod generate;
+pub mod init;
+pub mod produce;
 pub mod run;

@@ -1,6 +1,8 @@
-//! `recflow run`: all four jobs over a JSONL input into the embedded store.
+//! `recflow run`: all four jobs from a JSONL file or Kafka into the embedded
+//! store or the real services.
 
 use std::path::PathBuf;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -9,14 +11,16 @@ use clap::Args;
 
 use recflow_operators::{Counters, IngestConfig};
 use recflow_schemas::Validator;
-use recflow_sinks::{
-    BatchConfig, DlqFileSink, EmbeddedSink, EmbeddedStore, FileMode, RawLogFileSink, SharedFile, Sink,
-};
+use recflow_sinks::{EmbeddedStore, FileMode, SharedFile, Sink};
 use recflow_sources::generator::{write_catalog, write_events, GenConfig};
-use recflow_sources::{Catalog, JsonlFile, JsonlSource, Source};
+use recflow_sources::{Catalog, JsonlFile, JsonlSource, KafkaSource, Source};
 
-use crate::config::Config;
+use crate::config::{Config, StoreKind};
+pub use crate::outputs::EmbeddedOutputs;
+use crate::outputs::{embedded_sinks, service_sinks};
+use crate::pipeline::SinkContext;
 use crate::progress::{self, Progress};
+use crate::telemetry::{SinkMetrics, Telemetry};
 
 /// Arguments of `recflow run`.
 #[derive(Args, Debug, Clone)]
@@ -24,11 +28,11 @@ pub struct RunArgs {
     /// Config file (TOML).
     #[arg(long, default_value = "configs/embedded.toml")]
     pub config: PathBuf,
-    /// Events, JSON Lines (`-` = stdin).
-    #[arg(long, required_unless_present = "generate", conflicts_with = "generate")]
+    /// Events, JSON Lines (`-` = stdin). Without --input or --generate, the
+    /// input is Kafka (`[kafka]` in the config).
+    #[arg(long, conflicts_with = "generate")]
     pub input: Option<String>,
-    /// Instead of --input/--catalog: generate this many events (and the
-    /// catalog) in memory with the built-in generator.
+    /// Generate this many events (and the catalog) in memory instead of reading input.
     #[arg(long)]
     pub generate: Option<u64>,
     /// Generator seed for --generate.
@@ -40,7 +44,13 @@ pub struct RunArgs {
     /// Timely workers (overrides pipeline.workers).
     #[arg(long)]
     pub workers: Option<usize>,
-    /// Write the final store content as one JSON object here.
+    /// Kafka input: stop cleanly (flush, commit) once no message arrived for this many seconds.
+    #[arg(long)]
+    pub exit_when_idle: Option<u64>,
+    /// Prometheus endpoint (overrides telemetry.metrics_addr; `off` disables).
+    #[arg(long)]
+    pub metrics_addr: Option<String>,
+    /// Write the final embedded store content as one JSON object here.
     #[arg(long)]
     pub dump_state: Option<PathBuf>,
     /// Write run statistics (events, seconds, events/s, peak RSS) as JSON here.
@@ -77,13 +87,62 @@ pub fn peak_rss_bytes() -> u64 {
         .unwrap_or(0)
 }
 
-/// Files the embedded mode writes besides the store.
-#[derive(Clone, Default)]
-pub struct EmbeddedOutputs {
-    /// Dead letters.
-    pub dlq: Option<SharedFile>,
-    /// Raw-log (ClickHouse) batches; `None` counts rows only.
-    pub raw_log: Option<SharedFile>,
+/// What one worker reads from and writes to.
+pub struct WorkerIo {
+    /// This worker's share of the input.
+    pub source: Box<dyn Source>,
+    /// This worker's sinks.
+    pub sinks: Vec<Box<dyn Sink>>,
+    /// Runs after the dataflow drained and every sink flushed (offset commits).
+    pub after_drain: Option<Box<dyn FnOnce() -> anyhow::Result<()>>>,
+}
+
+/// Runs all four jobs with `workers` timely workers, each built by `make_io`,
+/// until every source is done and every sink flushed.
+pub fn run_dataflow<F>(
+    cfg: &Config,
+    workers: usize,
+    catalog: Arc<Catalog>,
+    counters: Arc<Counters>,
+    metrics: Option<SinkMetrics>,
+    idle_poll: Duration,
+    make_io: F,
+) -> anyhow::Result<()>
+where
+    F: Fn(usize) -> anyhow::Result<WorkerIo> + Send + Sync + 'static,
+{
+    let errors = Arc::new(Mutex::new(Vec::<String>::new()));
+    let (cfg, shared_errors) = (cfg.clone(), errors.clone());
+    let guards = timely::execute(timely::Config::process(workers.max(1)), move |worker| -> Result<(), String> {
+        let io = make_io(worker.index()).map_err(|e| format!("worker {}: {e:#}", worker.index()))?;
+        let ingest_cfg = IngestConfig {
+            allowed_lateness_ms: cfg.pipeline.allowed_lateness_secs as i64 * 1000,
+            catalog: catalog.clone(),
+            counters: counters.clone(),
+            batches_per_step: 1,
+            idle_poll,
+        };
+        let ctx =
+            SinkContext { errors: shared_errors.clone(), metrics: metrics.clone(), tick: Duration::from_millis(500) };
+        let (source, sinks) = (io.source, io.sinks);
+        worker.dataflow::<recflow_operators::Minute, _, _>(|scope| {
+            crate::pipeline::build(scope, &cfg, source, ingest_cfg, sinks, ctx);
+        });
+        while worker.step_or_park(None) {}
+        if let Some(done) = io.after_drain {
+            done().map_err(|e| format!("worker {}: {e:#}", worker.index()))?;
+        }
+        Ok(())
+    })
+    .map_err(|e| anyhow::anyhow!("starting timely workers: {e}"))?;
+    for r in guards.join() {
+        r.map_err(|e| anyhow::anyhow!("worker failed: {e}"))?.map_err(|e| anyhow::anyhow!("{e}"))?;
+    }
+    let errs = errors.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    if !errs.is_empty() {
+        bail!("sinks failed: {}", errs.join("; "));
+    }
+    Ok(())
 }
 
 /// Runs all four jobs over `file` with `workers` timely workers into a new
@@ -97,61 +156,32 @@ pub fn run_embedded(
     counters: Arc<Counters>,
 ) -> anyhow::Result<Arc<EmbeddedStore>> {
     let store = EmbeddedStore::shared();
-    let errors = Arc::new(Mutex::new(Vec::<String>::new()));
-    let batch = BatchConfig {
-        max_rows: cfg.raw_log.batch_rows,
-        max_age: Duration::from_secs_f64(cfg.raw_log.batch_max_age_secs),
-    };
-    let now = recflow_schemas::validate::now_ms();
+    let (shared_store, sink_cfg) = (store.clone(), cfg.clone());
     let validator = Validator::new(cfg.validation());
-    let (cfg, shared_store, shared_errors) = (cfg.clone(), store.clone(), errors.clone());
-    let guards = timely::execute(timely::Config::process(workers.max(1)), move |worker| {
-        let index = worker.index();
-        let source: Box<dyn Source> = Box::new(JsonlSource::new(file.clone(), validator.clone(), now));
-        let mut sinks: Vec<Box<dyn Sink>> = vec![Box::new(EmbeddedSink::new(shared_store.clone()))];
-        if let Some(f) = &outputs.dlq {
-            sinks.push(Box::new(DlqFileSink::new(f.clone())));
-        }
-        sinks.push(Box::new(RawLogFileSink::new(index, outputs.raw_log.clone(), batch)));
-        let ingest_cfg = IngestConfig {
-            allowed_lateness_ms: cfg.pipeline.allowed_lateness_secs as i64 * 1000,
-            catalog: catalog.clone(),
-            counters: counters.clone(),
-            batches_per_step: 1,
-        };
-        worker.dataflow::<recflow_operators::Minute, _, _>(|scope| {
-            let ctx = crate::pipeline::SinkContext {
-                errors: shared_errors.clone(),
-                metrics: None,
-                tick: Duration::from_millis(500),
-            };
-            crate::pipeline::build(scope, &cfg, source, ingest_cfg, sinks, ctx);
-        });
-    })
-    .map_err(|e| anyhow::anyhow!("starting timely workers: {e}"))?;
-    for r in guards.join() {
-        r.map_err(|e| anyhow::anyhow!("worker failed: {e}"))?;
-    }
-    let errs = errors.lock().unwrap_or_else(|p| p.into_inner()).clone();
-    if !errs.is_empty() {
-        bail!("sinks failed: {}", errs.join("; "));
-    }
+    let now = recflow_schemas::validate::now_ms();
+    run_dataflow(cfg, workers, catalog, counters, None, Duration::ZERO, move |index| {
+        Ok(WorkerIo {
+            source: Box::new(JsonlSource::new(file.clone(), validator.clone(), now)),
+            sinks: embedded_sinks(&sink_cfg, &shared_store, &outputs, index),
+            after_drain: None,
+        })
+    })?;
     Ok(store)
 }
 
-/// Runs the pipeline per `args`; returns the store and statistics.
-pub fn run(args: &RunArgs) -> anyhow::Result<(Arc<EmbeddedStore>, RunStats)> {
-    let cfg = Config::load(&args.config)?;
-    let workers = args.workers.unwrap_or(cfg.pipeline.workers).max(1);
-    let (file, catalog) = match (&args.input, args.generate) {
+/// The file input of a run (`--input` or `--generate`), with its catalog.
+fn file_input(args: &RunArgs, cfg: &Config) -> anyhow::Result<Option<(Arc<JsonlFile>, Catalog)>> {
+    let load_catalog = || -> anyhow::Result<Catalog> {
+        Ok(match &args.catalog {
+            Some(p) => Catalog::load_jsonl(p)?,
+            None => Catalog::default(),
+        })
+    };
+    Ok(match (&args.input, args.generate) {
         (Some(input), _) => {
-            let catalog = match &args.catalog {
-                Some(p) => Catalog::load_jsonl(p)?,
-                None => Catalog::default(),
-            };
             let file = JsonlFile::open(input, cfg.pipeline.read_block_bytes, cfg.pipeline.max_event_bytes)
                 .with_context(|| format!("opening input {input}"))?;
-            (file, catalog)
+            Some((file, load_catalog()?))
         }
         (None, Some(n)) => {
             let gen = GenConfig { events: n, seed: args.seed, ..GenConfig::default() };
@@ -167,36 +197,145 @@ pub fn run(args: &RunArgs) -> anyhow::Result<(Arc<EmbeddedStore>, RunStats)> {
                 cfg.pipeline.read_block_bytes,
                 cfg.pipeline.max_event_bytes,
             );
-            (file, catalog)
+            Some((file, catalog))
         }
-        (None, None) => bail!("give --input FILE or --generate N"),
-    };
-    let counters = Arc::new(Counters::new(workers));
-    let open = |p: &str| -> anyhow::Result<Option<SharedFile>> {
-        if p.is_empty() || args.parse_only {
-            return Ok(None);
-        }
-        Ok(Some(SharedFile::open(p, FileMode::Truncate)?))
-    };
-    let outputs = EmbeddedOutputs { dlq: open(&cfg.embedded.dlq_path)?, raw_log: open(&cfg.embedded.raw_log_path)? };
+        (None, None) => None,
+    })
+}
 
+/// The catalog of a Kafka run: `--catalog`, else Mongo `items` (services
+/// mode) plus everything on `item-updates`.
+fn kafka_catalog(args: &RunArgs, cfg: &Config) -> anyhow::Result<Catalog> {
+    if let Some(p) = &args.catalog {
+        return Ok(Catalog::load_jsonl(p)?);
+    }
+    let mut catalog = Catalog::default();
+    if cfg.outputs.store == StoreKind::Services {
+        for item in recflow_sinks::mongo::load_items(&cfg.mongo)? {
+            catalog.upsert(&item);
+        }
+    }
+    let n = recflow_sources::kafka_catalog::consume_item_updates(&cfg.kafka, &mut catalog, Duration::from_secs(5))
+        .context("reading item-updates")?;
+    tracing::info!(items = catalog.len(), from_topic = n, "catalog loaded");
+    Ok(catalog)
+}
+
+/// Runs the pipeline per `args`; returns the embedded store (empty in
+/// services mode) and statistics.
+pub fn run(args: &RunArgs) -> anyhow::Result<(Arc<EmbeddedStore>, RunStats)> {
+    let mut cfg = Config::load(&args.config)?;
+    if let Some(secs) = args.exit_when_idle {
+        cfg.kafka.exit_when_idle_ms = Some(secs * 1000);
+    }
+    let workers = args.workers.unwrap_or(cfg.pipeline.workers).max(1);
+    let counters = Arc::new(Counters::new(workers));
+    let telemetry = Telemetry::new(counters.clone())?;
+    let addr = args.metrics_addr.clone().unwrap_or_else(|| cfg.telemetry.metrics_addr.clone());
+    if !addr.is_empty() && addr != "off" && !args.parse_only {
+        match addr.parse() {
+            Ok(a) => {
+                if let Err(e) = telemetry.serve(a) {
+                    tracing::warn!(%addr, error = %e, "metrics endpoint not started");
+                }
+            }
+            Err(e) => bail!("bad metrics address {addr:?}: {e}"),
+        }
+    }
+    let input = file_input(args, &cfg)?;
     let progress = Progress::start(counters.clone(), Duration::from_secs(cfg.pipeline.progress_interval_secs));
     let started = Instant::now();
-    let store = if args.parse_only {
-        let validator = Validator::new(cfg.validation());
-        parse_only(&file, &validator, recflow_schemas::validate::now_ms(), workers, &counters);
-        EmbeddedStore::shared()
-    } else {
-        run_embedded(&cfg, file, Arc::new(catalog), workers, outputs, counters.clone())?
-    };
+    let store = EmbeddedStore::shared();
+    let validator = Validator::new(cfg.validation());
+    let now = recflow_schemas::validate::now_ms();
+    match (input, cfg.outputs.store) {
+        (Some((file, _)), _) if args.parse_only => parse_only(&file, &validator, now, workers, &counters),
+        (Some((file, catalog)), StoreKind::Embedded) => {
+            let open = |p: &str| -> anyhow::Result<Option<SharedFile>> {
+                Ok(if p.is_empty() { None } else { Some(SharedFile::open(p, FileMode::Truncate)?) })
+            };
+            let files =
+                EmbeddedOutputs { dlq: open(&cfg.embedded.dlq_path)?, raw_log: open(&cfg.embedded.raw_log_path)? };
+            let (sink_cfg, shared_store) = (cfg.clone(), store.clone());
+            run_dataflow(
+                &cfg,
+                workers,
+                Arc::new(catalog),
+                counters.clone(),
+                Some(telemetry.sinks.clone()),
+                Duration::ZERO,
+                move |index| {
+                    Ok(WorkerIo {
+                        source: Box::new(JsonlSource::new(file.clone(), validator.clone(), now)),
+                        sinks: embedded_sinks(&sink_cfg, &shared_store, &files, index),
+                        after_drain: None,
+                    })
+                },
+            )?;
+        }
+        (Some((file, catalog)), StoreKind::Services) => {
+            let dialect = recflow_sinks::clickhouse::init(&cfg.clickhouse)?;
+            let sink_cfg = cfg.clone();
+            run_dataflow(
+                &cfg,
+                workers,
+                Arc::new(catalog),
+                counters.clone(),
+                Some(telemetry.sinks.clone()),
+                Duration::ZERO,
+                move |_| {
+                    Ok(WorkerIo {
+                        source: Box::new(JsonlSource::new(file.clone(), validator.clone(), now)),
+                        sinks: service_sinks(&sink_cfg, dialect)?,
+                        after_drain: None,
+                    })
+                },
+            )?;
+        }
+        (None, kind) => {
+            let catalog = kafka_catalog(args, &cfg)?;
+            let dialect = match kind {
+                StoreKind::Services => Some(recflow_sinks::clickhouse::init(&cfg.clickhouse)?),
+                StoreKind::Embedded => None,
+            };
+            let files = EmbeddedOutputs::default();
+            let (sink_cfg, shared_store) = (cfg.clone(), store.clone());
+            run_dataflow(
+                &cfg,
+                workers,
+                Arc::new(catalog),
+                counters.clone(),
+                Some(telemetry.sinks.clone()),
+                Duration::from_millis(5),
+                move |index| {
+                    let source = KafkaSource::new(&sink_cfg.kafka, validator.clone())?;
+                    let committer = source.committer();
+                    let sinks = match dialect {
+                        Some(d) => service_sinks(&sink_cfg, d)?,
+                        None => embedded_sinks(&sink_cfg, &shared_store, &files, index),
+                    };
+                    Ok(WorkerIo {
+                        source: Box::new(source),
+                        sinks,
+                        // Offsets are committed only after every sink flushed what came before them.
+                        after_drain: Some(Box::new(move || {
+                            let n = committer.commit_processed()?;
+                            tracing::info!(partitions = n, "offsets committed");
+                            Ok(())
+                        })),
+                    })
+                },
+            )?;
+        }
+    }
     let seconds = started.elapsed().as_secs_f64();
     progress.stop();
-    let events = counters.events.load(std::sync::atomic::Ordering::Relaxed);
+    let events = counters.events.load(Relaxed);
     let invalid = counters.invalid_total();
     let stats = RunStats {
         events,
         invalid,
-        late: counters.late.load(std::sync::atomic::Ordering::Relaxed),
+        late: counters.late.load(Relaxed),
         windows_closed: counters.windows_closed(),
         workers,
         seconds,
@@ -217,12 +356,11 @@ fn parse_only(file: &Arc<JsonlFile>, validator: &Validator, now: i64, workers: u
                     recflow_sources::Poll::Ready(b) => {
                         for r in b.records {
                             match r.parsed {
-                                Ok(_) => counters.events.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
-                                Err(e) => {
-                                    counters.reject(e.rejection.reason);
-                                    0
+                                Ok(_) => {
+                                    counters.events.fetch_add(1, Relaxed);
                                 }
-                            };
+                                Err(e) => counters.reject(e.rejection.reason),
+                            }
                         }
                     }
                     recflow_sources::Poll::Pending => std::thread::yield_now(),

@@ -52,13 +52,17 @@ pub struct KafkaConfig {
     pub exclude_topics: Vec<String>,
     /// A partition without messages for this long no longer holds the watermark back.
     pub idle_timeout_secs: u64,
+    /// `session.timeout.ms`: a member silent this long leaves the group. Also how fast a group
+    /// forms: tansu holds a JoinGroup for about half of it.
+    pub session_timeout_ms: u64,
     /// Most records handed out per poll (one batch).
     pub poll_batch: usize,
     /// Partition count of topics recflow creates.
     pub partitions: i32,
     /// How often new topics matching the pattern are discovered (`topic.metadata.refresh.interval.ms`).
     pub metadata_refresh_ms: u64,
-    /// End the input after this long without any message (backfills, tests); `None` = run until stopped.
+    /// End the input after this long without any message or rebalance, counted from the first
+    /// assignment (backfills, tests); `None` = run until stopped.
     pub exit_when_idle_ms: Option<u64>,
     /// Extra librdkafka properties, applied last (they override the above).
     pub properties: BTreeMap<String, String>,
@@ -72,6 +76,7 @@ impl Default for KafkaConfig {
             topic_pattern: "^user-behaviors-[a-z0-9_]+$".into(),
             exclude_topics: vec![DLQ_TOPIC.into()],
             idle_timeout_secs: 30,
+            session_timeout_ms: 10_000,
             poll_batch: 1000,
             partitions: 3,
             metadata_refresh_ms: 5000,
@@ -91,7 +96,8 @@ impl KafkaConfig {
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
             .set("enable.partition.eof", "false")
-            .set("topic.metadata.refresh.interval.ms", self.metadata_refresh_ms.to_string());
+            .set("topic.metadata.refresh.interval.ms", self.metadata_refresh_ms.to_string())
+            .set("session.timeout.ms", self.session_timeout_ms.to_string());
         for (k, v) in &self.properties {
             c.set(k, v);
         }
@@ -349,6 +355,9 @@ impl ConsumerContext for Ctx {
 pub type Position = (String, i32, i64);
 
 /// Commits offsets of one [`KafkaSource`] from any thread (e.g. after the sinks flushed).
+///
+/// It shares the source's consumer: the member leaves the group only when the
+/// source and all its committers are dropped.
 #[derive(Clone)]
 pub struct KafkaCommitter {
     consumer: Arc<BaseConsumer<Ctx>>,
@@ -418,7 +427,10 @@ pub struct KafkaSource {
     assembler: BatchAssembler,
     stop: Arc<AtomicBool>,
     exit_when_idle: Option<Duration>,
+    /// Last message or rebalance.
     last_message: Instant,
+    /// A first assignment (possibly empty) was received.
+    joined: bool,
     done: bool,
     last_error_log: Option<Instant>,
     records: u64,
@@ -440,6 +452,7 @@ impl KafkaSource {
             stop: Arc::new(AtomicBool::new(false)),
             exit_when_idle: cfg.exit_when_idle_ms.map(Duration::from_millis),
             last_message: Instant::now(),
+            joined: false,
             done: false,
             last_error_log: None,
             records: 0,
@@ -503,6 +516,9 @@ impl KafkaSource {
         }
         let changes = std::mem::take(&mut *lock(&self.shared.changes));
         let now = Instant::now();
+        // The idle exit counts from the last message or rebalance, never from before joining.
+        self.last_message = now;
+        self.joined = true;
         for change in changes {
             match change {
                 Change::Assigned(pairs) => {
@@ -594,7 +610,7 @@ impl Source for KafkaSource {
         if let Some(batch) = self.assembler.take(&mut self.tracker) {
             return self.emit(batch);
         }
-        let idle_exit = self.exit_when_idle.is_some_and(|d| self.last_message.elapsed() >= d);
+        let idle_exit = self.joined && self.exit_when_idle.is_some_and(|d| self.last_message.elapsed() >= d);
         if self.stop.load(Ordering::Acquire) || idle_exit {
             self.done = true;
             return Poll::Done;

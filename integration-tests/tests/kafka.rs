@@ -1,0 +1,516 @@
+//! Kafka source, sink and tooling against the real broker (`KAFKA_BROKERS`).
+//! Every test uses its own tenants, topics and consumer group.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message, OwnedMessage};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::{Offset, TopicPartitionList};
+
+use recflow_integration_tests::{service, unique};
+use recflow_schemas::{
+    ActionCounts, DeadLetter, HotList, MetricsRow, MetricsWindow, Output, ProfileDoc, Reason, SourcePos, Validator,
+};
+use recflow_sinks::kafka::ItemStatsUpdate;
+use recflow_sinks::{KafkaSink, KafkaSinkConfig, Sink};
+use recflow_sources::generator::{events, GenConfig};
+use recflow_sources::kafka::topic_of_tenant;
+use recflow_sources::kafka_admin::{create_topics, produce_jsonl};
+use recflow_sources::{Batch, KafkaConfig, KafkaSource, Origin, Poll, Source};
+
+/// A tenant/topic prefix unique to this test: lowercase, valid in a tenant id.
+fn base() -> String {
+    unique("kt").to_lowercase()
+}
+
+/// `n` generated JSON lines (event time ending about now) spread over `tenants`.
+fn gen_lines(tenants: &[&str], n: u64, seed: u64) -> String {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
+    let cfg = GenConfig {
+        events: n,
+        tenants: tenants.len() as u32,
+        users: 200,
+        items: 100,
+        seed,
+        start_ms: now - 3_600_000,
+        ..GenConfig::default()
+    };
+    let mut out = String::new();
+    let mut buf = Vec::new();
+    let mut gen = events(&cfg);
+    while {
+        buf.clear();
+        gen.next_into(&mut buf)
+    } {
+        let mut line = String::from_utf8(buf.clone()).unwrap();
+        for (i, t) in tenants.iter().enumerate() {
+            line = line.replace(&format!("\"tenant_{i:03}\""), &format!("\"{t}\""));
+        }
+        out.push_str(&line);
+        out.push('\n');
+    }
+    out
+}
+
+fn source_cfg(brokers: &str, group: &str, pattern: String) -> KafkaConfig {
+    KafkaConfig {
+        brokers: brokers.to_string(),
+        group_id: group.to_string(),
+        topic_pattern: pattern,
+        poll_batch: 100,
+        metadata_refresh_ms: 1000,
+        // The broker's minimum: groups form in ~3 s instead of ~5 s.
+        session_timeout_ms: 6000,
+        ..KafkaConfig::default()
+    }
+}
+
+/// What one consumer saw: batches in the order handed out.
+#[derive(Default)]
+struct Seen {
+    batches: Vec<Batch>,
+}
+
+impl Seen {
+    fn event_ids(&self) -> Vec<String> {
+        self.batches
+            .iter()
+            .flat_map(|b| &b.records)
+            .filter_map(|r| r.parsed.as_ref().ok().map(|e| e.event_id.to_string()))
+            .collect()
+    }
+    fn partitions(&self) -> BTreeSet<(String, i32)> {
+        self.batches
+            .iter()
+            .map(|b| match &b.origin {
+                Origin::Kafka { topic, partition } => (topic.to_string(), *partition),
+                o => panic!("unexpected origin {o:?}"),
+            })
+            .collect()
+    }
+}
+
+/// Polls until `stop` says so; returns what was seen.
+fn drain(source: &mut KafkaSource, mut stop: impl FnMut(&Seen, Instant) -> bool) -> Seen {
+    let mut seen = Seen::default();
+    let mut last = Instant::now();
+    loop {
+        match source.poll() {
+            Poll::Ready(b) => {
+                last = Instant::now();
+                seen.batches.push(b);
+            }
+            Poll::Pending => std::thread::sleep(Duration::from_millis(2)),
+            Poll::Done => return seen,
+        }
+        if stop(&seen, last) {
+            return seen;
+        }
+    }
+}
+
+/// Checks `prior_max_ts`: per partition, each batch's prior is the max valid ts of everything before it.
+fn check_prior_max_ts(seen: &Seen) {
+    let mut by_part: HashMap<(String, i32), Vec<&Batch>> = HashMap::new();
+    for b in &seen.batches {
+        let Origin::Kafka { topic, partition } = &b.origin else { panic!() };
+        by_part.entry((topic.to_string(), *partition)).or_default().push(b);
+    }
+    for (part, batches) in by_part {
+        let mut running = i64::MIN;
+        let mut last_offset = None;
+        for b in batches {
+            assert_eq!(b.prior_max_ts, running, "prior_max_ts of a batch of {part:?}");
+            for r in &b.records {
+                assert!(last_offset.is_none_or(|o| r.offset > o), "offsets increase within {part:?}");
+                last_offset = Some(r.offset);
+                if let Ok(e) = &r.parsed {
+                    running = running.max(e.ts);
+                }
+            }
+        }
+    }
+}
+
+fn producer(brokers: &str) -> BaseProducer {
+    ClientConfig::new().set("bootstrap.servers", brokers).create().unwrap()
+}
+
+#[test]
+fn two_members_split_partitions_and_see_every_event_once() {
+    let t0 = Instant::now();
+    let brokers = service("KAFKA_BROKERS");
+    let b = base();
+    let (ta, tb, tx) = (format!("{b}_a"), format!("{b}_b"), format!("{b}_x"));
+    let (topic_a, topic_b, topic_x) = (topic_of_tenant(&ta), topic_of_tenant(&tb), topic_of_tenant(&tx));
+    create_topics(&brokers, &[&topic_a, &topic_b, &topic_x], 3).unwrap();
+    let mut cfg = source_cfg(&brokers, &unique("g"), format!("^user-behaviors-{b}_[a-z]+$"));
+    // Like the DLQ: matches the pattern but is never consumed.
+    cfg.exclude_topics = vec![topic_x.clone()];
+
+    // Both members join before any data exists, so no partition changes hands mid-stream
+    // (a revoked partition's uncommitted records would be read again by its new owner).
+    let produced = Arc::new(AtomicBool::new(false));
+    let assigned = Arc::new([AtomicUsize::new(0), AtomicUsize::new(0)]);
+    let deadline = Instant::now() + Duration::from_secs(180);
+    let workers: Vec<_> = (0..2)
+        .map(|i| {
+            let (cfg, produced, assigned) = (cfg.clone(), produced.clone(), assigned.clone());
+            std::thread::spawn(move || {
+                let mut src = KafkaSource::new(&cfg, Validator::default()).unwrap();
+                let mut seen = Seen::default();
+                let mut last = Instant::now();
+                loop {
+                    match src.poll() {
+                        Poll::Ready(b) => {
+                            last = Instant::now();
+                            seen.batches.push(b);
+                        }
+                        Poll::Pending => std::thread::sleep(Duration::from_millis(2)),
+                        Poll::Done => break,
+                    }
+                    assigned[i].store(src.assignment().len(), Ordering::Release);
+                    let quiet = produced.load(Ordering::Acquire) && last.elapsed() > Duration::from_secs(3);
+                    if quiet || Instant::now() > deadline {
+                        break;
+                    }
+                }
+                (seen, src.assignment())
+            })
+        })
+        .collect();
+    let join_start = Instant::now();
+    while !(assigned.iter().all(|a| a.load(Ordering::Acquire) > 0)
+        && assigned.iter().map(|a| a.load(Ordering::Acquire)).sum::<usize>() == 6)
+    {
+        assert!(join_start.elapsed() < Duration::from_secs(60), "group did not settle");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let settle = join_start.elapsed();
+
+    let lines = gen_lines(&[&ta, &tb], 3000, 11);
+    let produce_start = Instant::now();
+    let stats = produce_jsonl(&brokers, std::io::Cursor::new(lines.clone()), 3).unwrap();
+    assert_eq!((stats.produced, stats.skipped, stats.topics), (3000, 0, 2));
+    // Tenant b's events on tenant a's topic: rejected as tenant_mismatch. One to the excluded topic.
+    let p = producer(&brokers);
+    let mismatched: Vec<&str> = lines.lines().filter(|l| l.contains(&format!("\"{tb}\""))).take(5).collect();
+    for l in &mismatched {
+        p.send(BaseRecord::to(&topic_a).key("u").payload(*l)).unwrap();
+    }
+    p.send(BaseRecord::to(&topic_x).key("u").payload(mismatched[0])).unwrap();
+    p.flush(Duration::from_secs(30)).unwrap();
+    let produce_time = produce_start.elapsed();
+    produced.store(true, Ordering::Release);
+
+    let results: Vec<(Seen, Vec<(String, i32)>)> = workers.into_iter().map(|w| w.join().unwrap()).collect();
+    // The two members split the six partitions.
+    let (p0, p1) = (results[0].0.partitions(), results[1].0.partitions());
+    assert!(p0.is_disjoint(&p1), "a partition was read by both members: {p0:?} {p1:?}");
+    assert!(!results[0].1.is_empty() && !results[1].1.is_empty());
+    let all: BTreeSet<_> = results[0].1.iter().chain(&results[1].1).cloned().collect();
+    assert_eq!(all.len(), 6, "assignments {all:?}");
+    assert!(all.iter().all(|(t, _)| *t == topic_a || *t == topic_b));
+    // Every event exactly once across both.
+    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+    for (seen, _) in &results {
+        for id in seen.event_ids() {
+            *counts.entry(id).or_default() += 1;
+        }
+    }
+    let expected: BTreeSet<String> = lines
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["event_id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(expected.len(), 3000);
+    assert_eq!(counts.keys().cloned().collect::<BTreeSet<_>>(), expected);
+    assert!(counts.values().all(|&c| c == 1), "duplicates: {:?}", counts.iter().filter(|(_, c)| **c > 1).count());
+    // The mismatched ones (and only they) were rejected.
+    let rejected: Vec<(Reason, String)> = results
+        .iter()
+        .flat_map(|(s, _)| &s.batches)
+        .flat_map(|b| {
+            let Origin::Kafka { topic, .. } = &b.origin else { panic!() };
+            b.records
+                .iter()
+                .filter_map(move |r| r.parsed.as_ref().err().map(|e| (e.rejection.reason, topic.to_string())))
+        })
+        .collect();
+    assert_eq!(rejected.len(), 5, "{rejected:?}");
+    assert!(rejected.iter().all(|(r, t)| *r == Reason::TenantMismatch && *t == topic_a));
+    for (seen, _) in &results {
+        check_prior_max_ts(seen);
+    }
+    let batches: usize = results.iter().map(|(s, _)| s.batches.len()).sum();
+    eprintln!(
+        "split: group settled in {settle:?}, produced 3006 in {produce_time:?}, {batches} batches, \
+         per member {:?} records, total {:?}",
+        results.iter().map(|(s, _)| s.batches.iter().map(|b| b.records.len()).sum::<usize>()).collect::<Vec<_>>(),
+        t0.elapsed()
+    );
+}
+
+#[test]
+fn a_tenant_topic_created_while_consuming_is_picked_up() {
+    let t0 = Instant::now();
+    let brokers = service("KAFKA_BROKERS");
+    let b = base();
+    let (ta, tc) = (format!("{b}_a"), format!("{b}_c"));
+    create_topics(&brokers, &[&topic_of_tenant(&ta)], 3).unwrap();
+    let cfg = source_cfg(&brokers, &unique("g"), format!("^user-behaviors-{b}_[a-z]+$"));
+    let mut src = KafkaSource::new(&cfg, Validator::default()).unwrap();
+    produce_jsonl(&brokers, std::io::Cursor::new(gen_lines(&[&ta], 50, 1)), 3).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let seen = drain(&mut src, |s, _| s.event_ids().len() >= 50 || Instant::now() > deadline);
+    assert_eq!(seen.event_ids().len(), 50);
+
+    let created = Instant::now();
+    let stats = produce_jsonl(&brokers, std::io::Cursor::new(gen_lines(&[&tc], 20, 2)), 3).unwrap();
+    assert_eq!(stats.produced, 20);
+    let topic_c = topic_of_tenant(&tc);
+    let seen = drain(&mut src, |s, _| {
+        let from_c =
+            s.batches.iter().filter(|b| matches!(&b.origin, Origin::Kafka { topic, .. } if **topic == *topic_c));
+        from_c.map(|b| b.records.len()).sum::<usize>() >= 20 || created.elapsed() > Duration::from_secs(30)
+    });
+    let picked_up = created.elapsed();
+    // The rebalance may hand topic a's partitions out again: records not committed are read again.
+    let from_c: usize = seen
+        .batches
+        .iter()
+        .filter(|b| matches!(&b.origin, Origin::Kafka { topic, .. } if **topic == *topic_c))
+        .map(|b| b.records.len())
+        .sum();
+    assert_eq!(from_c, 20, "new topic not consumed within 30 s");
+    assert!(picked_up < Duration::from_secs(30));
+    eprintln!("new topic: picked up in {picked_up:?}, total {:?}", t0.elapsed());
+}
+
+#[test]
+fn committed_offsets_are_where_a_new_member_resumes() {
+    let t0 = Instant::now();
+    let brokers = service("KAFKA_BROKERS");
+    let b = base();
+    let ta = format!("{b}_a");
+    let topic = topic_of_tenant(&ta);
+    create_topics(&brokers, &[&topic], 3).unwrap();
+    let group = unique("g");
+    let mut cfg = source_cfg(&brokers, &group, format!("^user-behaviors-{b}_[a-z]+$"));
+    cfg.exit_when_idle_ms = Some(4000);
+    let first = gen_lines(&[&ta], 300, 21);
+    produce_jsonl(&brokers, std::io::Cursor::new(first), 3).unwrap();
+
+    let mut src = KafkaSource::new(&cfg, Validator::default()).unwrap();
+    let limit = Instant::now() + Duration::from_secs(90);
+    let seen1 = drain(&mut src, |_, _| Instant::now() > limit); // until exit_when_idle
+    eprintln!("resume: first member done after {:?}", t0.elapsed());
+    assert_eq!(seen1.event_ids().len(), 300);
+    let committer = src.committer();
+    let positions = committer.positions();
+    assert_eq!(positions.len(), 3, "{positions:?}");
+    assert_eq!(src.commit_processed().unwrap(), 3);
+    let committed = committer.committed(Duration::from_secs(10)).unwrap();
+    assert_eq!(committed, positions, "the group's committed offsets are the positions handed out");
+    // The committer shares the consumer: both must go for the member to leave the group.
+    drop(committer);
+    drop(src);
+
+    let second = gen_lines(&[&ta], 200, 22);
+    produce_jsonl(&brokers, std::io::Cursor::new(second.clone()), 3).unwrap();
+    cfg.exit_when_idle_ms = Some(8000);
+    let mut src2 = KafkaSource::new(&cfg, Validator::default()).unwrap();
+    let limit = Instant::now() + Duration::from_secs(90);
+    let seen2 = drain(&mut src2, |_, _| Instant::now() > limit);
+    let ids2: BTreeSet<String> = seen2.event_ids().into_iter().collect();
+    let expected: BTreeSet<String> = second
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["event_id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(seen2.event_ids().len(), 200, "no committed record is delivered again");
+    assert_eq!(ids2, expected);
+    // Each partition resumes exactly at its committed offset.
+    for (t, p, o) in &positions {
+        let firsts: Vec<u64> = seen2
+            .batches
+            .iter()
+            .filter(|b| b.origin == Origin::Kafka { topic: t.as_str().into(), partition: *p })
+            .map(|b| b.records[0].offset)
+            .collect();
+        if let Some(f) = firsts.first() {
+            assert_eq!(*f as i64, *o, "partition {p} resumed at its committed offset");
+        }
+    }
+    eprintln!("resume: total {:?}", t0.elapsed());
+}
+
+/// Reads `n` messages of partition 0 of `topic` from the beginning.
+fn read_topic(brokers: &str, topic: &str, n: usize) -> Vec<OwnedMessage> {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", unique("reader"))
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, 0, Offset::Beginning).unwrap();
+    c.assign(&tpl).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut out = Vec::new();
+    while out.len() < n && Instant::now() < deadline {
+        if let Some(m) = c.poll(Duration::from_millis(200)) {
+            out.push(m.unwrap().detach());
+        }
+    }
+    // Nothing more than expected.
+    let extra_deadline = Instant::now() + Duration::from_millis(500);
+    while Instant::now() < extra_deadline {
+        if let Some(m) = c.poll(Duration::from_millis(100)) {
+            out.push(m.unwrap().detach());
+        }
+    }
+    out
+}
+
+fn key(m: &OwnedMessage) -> Option<&str> {
+    m.key().map(|k| std::str::from_utf8(k).unwrap())
+}
+
+fn headers(m: &OwnedMessage) -> Vec<(String, String)> {
+    m.headers()
+        .map(|h| {
+            h.iter()
+                .map(|h| (h.key.to_string(), String::from_utf8(h.value.unwrap_or_default().to_vec()).unwrap()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn sink_publishes_every_output_kind() {
+    let t0 = Instant::now();
+    let brokers = service("KAFKA_BROKERS");
+    let u = base();
+    let cfg = KafkaSinkConfig {
+        brokers: brokers.clone(),
+        profile_topic: format!("{u}-profiles"),
+        item_stats_topic: format!("{u}-item-stats"),
+        metrics_topic: format!("{u}-metrics"),
+        dlq_topic: format!("{u}-dlq"),
+        ..KafkaSinkConfig::default()
+    };
+    create_topics(&brokers, &[&cfg.profile_topic, &cfg.item_stats_topic, &cfg.metrics_topic, &cfg.dlq_topic], 1)
+        .unwrap();
+    let profile = ProfileDoc {
+        tenant_id: "acme".into(),
+        user_id: "u1".into(),
+        scenario_id: "feed".into(),
+        counts: ActionCounts([1, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]),
+        watch_count: 0,
+        watch_seconds: 0.0,
+        category_counts: [("news".into(), 4)].into_iter().collect(),
+        category_scores: [("news".into(), 1.0)].into_iter().collect(),
+        favorite_categories: vec!["news".into()],
+        active_hours: vec![0; 24],
+        first_seen: 1,
+        last_active_at: 2,
+        recent_items: vec!["i1".into()],
+        updated_window: 300_000,
+    };
+    let hot = HotList {
+        tenant_id: "acme".into(),
+        scenario_id: "feed".into(),
+        category: None,
+        window_end: 3_600_000,
+        entries: vec![("i1".into(), 9.5), ("i2".into(), 3.0), ("i3".into(), 0.5)],
+    };
+    let row = MetricsRow {
+        experiment_id: "none".into(),
+        variant: "none".into(),
+        impressions: 10,
+        clicks: 2,
+        views: 0,
+        likes: 0,
+        shares: 0,
+        comments: 0,
+        add_carts: 0,
+        orders: 0,
+        payments: 0,
+        ctr: 0.2,
+        avg_watch_duration: 0.0,
+        avg_completion_rate: 0.0,
+        conversion_rate: 0.0,
+        interaction_rate: 0.0,
+        gmv: 0.0,
+    };
+    let metrics =
+        MetricsWindow { tenant_id: "acme".into(), scenario_id: "feed".into(), window_start: 60_000, rows: vec![row] };
+    let dead = |reason: &str, source| DeadLetter {
+        reason: reason.into(),
+        field: Some("tenant_id".into()),
+        detail: "d".into(),
+        source,
+        payload: "{\"x\":1}".into(),
+    };
+    let dead_kafka =
+        dead("tenant_mismatch", SourcePos::Kafka { topic: "user-behaviors-acme".into(), partition: 2, offset: 41 });
+    let dead_file = dead("bad_json", SourcePos::File { path: "in.jsonl".into(), line: 7 });
+    let outputs = vec![
+        Output::Profile(Arc::new(profile.clone())),
+        Output::Hot(hot.clone()),
+        Output::Hot(HotList { category: Some("news".into()), ..hot.clone() }),
+        Output::Metrics(metrics.clone()),
+        Output::Dead(Box::new(dead_kafka.clone())),
+        Output::Dead(Box::new(dead_file.clone())),
+    ];
+    let mut sink = KafkaSink::new(cfg.clone()).unwrap();
+    sink.write(&outputs).unwrap();
+    sink.write(&[]).unwrap();
+    let flush_start = Instant::now();
+    sink.flush().unwrap();
+    let flush_time = flush_start.elapsed();
+    assert_eq!((sink.produced(), sink.errors(), sink.retries()), (7, 0, 0));
+    assert_eq!(sink.pending(), 0);
+
+    let p = read_topic(&brokers, &cfg.profile_topic, 1);
+    assert_eq!(p.len(), 1);
+    assert_eq!(key(&p[0]), Some("acme:u1:feed"));
+    assert_eq!(serde_json::from_slice::<ProfileDoc>(p[0].payload().unwrap()).unwrap(), profile);
+
+    let h = read_topic(&brokers, &cfg.item_stats_topic, 3);
+    assert_eq!(h.len(), 3, "only the scenario-wide list is published");
+    for (i, m) in h.iter().enumerate() {
+        let v: ItemStatsUpdate = serde_json::from_slice(m.payload().unwrap()).unwrap();
+        assert_eq!(key(m), Some(format!("acme:{}", hot.entries[i].0).as_str()));
+        assert_eq!(v.item_id, hot.entries[i].0.as_str());
+        assert_eq!((v.rank, v.score, v.window_end), (i as u32 + 1, hot.entries[i].1, 3_600_000));
+        assert_eq!((v.tenant_id.as_str(), v.scenario_id.as_str()), ("acme", "feed"));
+    }
+
+    let m = read_topic(&brokers, &cfg.metrics_topic, 1);
+    assert_eq!(m.len(), 1);
+    assert_eq!(key(&m[0]), Some("acme:feed"));
+    assert_eq!(serde_json::from_slice::<MetricsWindow>(m[0].payload().unwrap()).unwrap(), metrics);
+
+    let d = read_topic(&brokers, &cfg.dlq_topic, 2);
+    assert_eq!(d.len(), 2);
+    let s = |a: &str, b: &str| (a.to_string(), b.to_string());
+    assert_eq!(key(&d[0]), None);
+    assert_eq!(serde_json::from_slice::<DeadLetter>(d[0].payload().unwrap()).unwrap(), dead_kafka);
+    assert_eq!(
+        headers(&d[0]),
+        vec![
+            s("reason", "tenant_mismatch"),
+            s("source_topic", "user-behaviors-acme"),
+            s("source_partition", "2"),
+            s("source_offset", "41")
+        ]
+    );
+    assert_eq!(serde_json::from_slice::<DeadLetter>(d[1].payload().unwrap()).unwrap(), dead_file);
+    assert_eq!(headers(&d[1]), vec![s("reason", "bad_json"), s("source_file", "in.jsonl"), s("source_line", "7")]);
+    eprintln!("sink: flush {flush_time:?}, total {:?}", t0.elapsed());
+}

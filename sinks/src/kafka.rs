@@ -293,7 +293,7 @@ impl KafkaSink {
                     // poll() serves delivery callbacks, which is what frees room.
                     self.producer.poll(self.policy.delay(wait).min(Duration::from_millis(500)));
                     wait = wait.saturating_add(1);
-                    if wait % 20 == 0 {
+                    if wait.is_multiple_of(20) {
                         tracing::warn!(waits = wait, "kafka producer queue full; waiting for the broker");
                     }
                 }

@@ -514,3 +514,40 @@ fn sink_publishes_every_output_kind() {
     assert_eq!(headers(&d[1]), vec![s("reason", "bad_json"), s("source_file", "in.jsonl"), s("source_line", "7")]);
     eprintln!("sink: flush {flush_time:?}, total {:?}", t0.elapsed());
 }
+
+#[test]
+fn catalog_loads_from_an_item_updates_topic() {
+    let t0 = Instant::now();
+    let brokers = service("KAFKA_BROKERS");
+    let topic = format!("{}-item-updates", base());
+    create_topics(&brokers, &[&topic], 2).unwrap();
+    let p = producer(&brokers);
+    let items = [
+        r#"{"tenant_id":"acme","scenario_id":"feed","item_id":"i1","category":"news"}"#,
+        r#"{"tenant_id":"acme","item_id":"i2","category":"music"}"#,
+        r#"not json"#,
+        r#"{"tenant_id":"acme","item_id":"i1","category":"sports"}"#,
+    ];
+    for v in items {
+        // Same key -> same partition, so the later upsert of i1 wins.
+        let key = if v.contains("\"i2\"") { "acme:i2" } else { "acme:i1" };
+        p.send(BaseRecord::to(&topic).key(key).payload(v)).unwrap();
+    }
+    p.flush(Duration::from_secs(30)).unwrap();
+    let cfg = KafkaConfig { brokers: brokers.clone(), group_id: unique("g"), ..KafkaConfig::default() };
+    let mut catalog = recflow_sources::Catalog::default();
+    let n = recflow_sources::kafka_catalog::consume_items_from(&cfg, &topic, &mut catalog, Duration::from_secs(30))
+        .unwrap();
+    assert_eq!(n, 3, "the bad record is skipped");
+    assert_eq!(catalog.len(), 2);
+    assert_eq!(catalog.category("acme", "i1").map(|c| c.as_str()), Some("sports"));
+    assert_eq!(catalog.category("acme", "i2").map(|c| c.as_str()), Some("music"));
+    let missing = recflow_sources::kafka_catalog::consume_items_from(
+        &cfg,
+        &format!("{topic}-missing"),
+        &mut catalog,
+        Duration::from_secs(10),
+    );
+    assert_eq!(missing.unwrap(), 0, "a missing topic is an empty catalog");
+    eprintln!("catalog: total {:?}", t0.elapsed());
+}

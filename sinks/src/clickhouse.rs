@@ -605,6 +605,10 @@ async fn insert_rows(
 }
 
 impl Sink for ClickHouseSink {
+    fn retries(&self) -> u64 {
+        ClickHouseSink::retries(self)
+    }
+
     fn name(&self) -> &'static str {
         "clickhouse"
     }

@@ -361,6 +361,10 @@ impl KafkaSink {
 }
 
 impl Sink for KafkaSink {
+    fn retries(&self) -> u64 {
+        KafkaSink::retries(self)
+    }
+
     fn name(&self) -> &'static str {
         "kafka"
     }

@@ -582,6 +582,10 @@ impl MongoSink {
 }
 
 impl Sink for MongoSink {
+    fn retries(&self) -> u64 {
+        MongoSink::retries(self)
+    }
+
     fn name(&self) -> &'static str {
         SINK
     }

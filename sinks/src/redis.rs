@@ -202,6 +202,10 @@ impl RedisSink {
 }
 
 impl Sink for RedisSink {
+    fn retries(&self) -> u64 {
+        RedisSink::retries(self)
+    }
+
     fn name(&self) -> &'static str {
         SINK
     }

@@ -33,8 +33,9 @@ pub struct Telemetry {
     registry: Registry,
     /// Sink series.
     pub sinks: SinkMetrics,
-    /// Consumer lag per (topic, partition), set by Kafka sources.
+    /// Consumer lag per (topic, partition), read from the Kafka sources at scrape time.
     pub consumer_lag: IntGaugeVec,
+    lag_sources: std::sync::Mutex<Vec<recflow_sources::LagHandle>>,
 }
 
 /// Reads [`Counters`] at scrape time.
@@ -115,11 +116,22 @@ impl Telemetry {
         registry.register(Box::new(consumer_lag.clone()))?;
         #[cfg(target_os = "linux")]
         registry.register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))?;
-        Ok(Arc::new(Telemetry { registry, sinks, consumer_lag }))
+        Ok(Arc::new(Telemetry { registry, sinks, consumer_lag, lag_sources: Default::default() }))
+    }
+
+    /// Adds a Kafka source whose partitions' lag is exported.
+    pub fn watch_lag(&self, handle: recflow_sources::LagHandle) {
+        self.lag_sources.lock().unwrap_or_else(|p| p.into_inner()).push(handle);
     }
 
     /// The text exposition of every series.
     pub fn render(&self) -> String {
+        self.consumer_lag.reset();
+        for h in self.lag_sources.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+            for (topic, partition, lag) in h.lag() {
+                self.consumer_lag.with_label_values(&[topic.as_str(), partition.to_string().as_str()]).set(lag);
+            }
+        }
         let mut buf = Vec::new();
         // Encoding into a Vec cannot fail for well-formed families.
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);

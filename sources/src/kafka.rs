@@ -55,6 +55,8 @@ pub struct KafkaConfig {
     /// `session.timeout.ms`: a member silent this long leaves the group. Also how fast a group
     /// forms: tansu holds a JoinGroup for about half of it.
     pub session_timeout_ms: u64,
+    /// How often librdkafka reports statistics, the source of the consumer-lag metric (0 = off).
+    pub statistics_interval_ms: u64,
     /// Most records handed out per poll (one batch).
     pub poll_batch: usize,
     /// Partition count of topics recflow creates.
@@ -80,6 +82,7 @@ impl Default for KafkaConfig {
             poll_batch: 1000,
             partitions: 3,
             metadata_refresh_ms: 5000,
+            statistics_interval_ms: 5000,
             exit_when_idle_ms: None,
             properties: BTreeMap::new(),
         }
@@ -97,7 +100,8 @@ impl KafkaConfig {
             .set("auto.offset.reset", "earliest")
             .set("enable.partition.eof", "false")
             .set("topic.metadata.refresh.interval.ms", self.metadata_refresh_ms.to_string())
-            .set("session.timeout.ms", self.session_timeout_ms.to_string());
+            .set("session.timeout.ms", self.session_timeout_ms.to_string())
+            .set("statistics.interval.ms", self.statistics_interval_ms.to_string());
         for (k, v) in &self.properties {
             c.set(k, v);
         }
@@ -299,12 +303,52 @@ struct Shared {
     changes: Mutex<Vec<Change>>,
     changed: AtomicBool,
     exclude: Vec<String>,
+    /// Consumer lag per partition from the last librdkafka statistics (Fetch high watermark).
+    lag: Mutex<HashMap<(String, i32), i64>>,
 }
 
 /// Consumer context recording rebalances and pausing excluded topics.
 struct Ctx(Arc<Shared>);
 
-impl ClientContext for Ctx {}
+impl ClientContext for Ctx {
+    // Parsed loosely (not into rdkafka's typed Statistics): brokers differ in
+    // which fields they fill, and only the lag is needed.
+    fn stats_raw(&self, statistics: &[u8]) {
+        let Ok(v) = serde_json::from_slice::<serde_json::Value>(statistics) else { return };
+        let Some(topics) = v.get("topics").and_then(|t| t.as_object()) else { return };
+        // Each report replaces the last: it lists the partitions being fetched.
+        let mut lag = lock(&self.0.lag);
+        lag.clear();
+        for (topic, t) in topics {
+            let Some(parts) = t.get("partitions").and_then(|p| p.as_object()) else { continue };
+            for (partition, p) in parts {
+                let (Ok(partition), Some(l)) =
+                    (partition.parse::<i32>(), p.get("consumer_lag").and_then(|l| l.as_i64()))
+                else {
+                    continue;
+                };
+                // librdkafka reports -1 for unknown and partition -1 for its internal queue.
+                if partition >= 0 && l >= 0 {
+                    lag.insert((topic.clone(), partition), l);
+                }
+            }
+        }
+    }
+}
+
+/// Reads a source's consumer lag from any thread (for metrics); holds no consumer.
+#[derive(Clone)]
+pub struct LagHandle(Arc<Shared>);
+
+impl LagHandle {
+    /// (topic, partition, lag) of the partitions the member fetched, as of the last statistics report.
+    pub fn lag(&self) -> Vec<(String, i32, i64)> {
+        let lag = lock(&self.0.lag);
+        let mut v: Vec<(String, i32, i64)> = lag.iter().map(|((t, p), l)| (t.clone(), *p, *l)).collect();
+        v.sort();
+        v
+    }
+}
 
 fn tpl_pairs(tpl: &TopicPartitionList) -> Vec<(String, i32)> {
     tpl.elements().iter().map(|e| (e.topic().to_string(), e.partition())).collect()
@@ -457,6 +501,11 @@ impl KafkaSource {
             last_error_log: None,
             records: 0,
         })
+    }
+
+    /// A handle reading this member's consumer lag.
+    pub fn lag_handle(&self) -> LagHandle {
+        LagHandle(self.shared.clone())
     }
 
     /// A handle that commits this source's offsets from any thread.

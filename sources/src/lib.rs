@@ -15,7 +15,7 @@ use recflow_schemas::{Event, Rejection, SourcePos};
 
 pub use catalog::Catalog;
 pub use jsonl::{JsonlFile, JsonlSource};
-pub use kafka::{KafkaCommitter, KafkaConfig, KafkaSource};
+pub use kafka::{KafkaCommitter, KafkaConfig, KafkaSource, LagHandle};
 
 /// Where a batch came from; turned into a [`SourcePos`] only for dead letters.
 #[derive(Clone, Debug, PartialEq, Eq)]

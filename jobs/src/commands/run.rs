@@ -299,7 +299,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<(Arc<EmbeddedStore>, RunStats)> {
                 StoreKind::Embedded => None,
             };
             let files = EmbeddedOutputs::default();
-            let (sink_cfg, shared_store) = (cfg.clone(), store.clone());
+            let (sink_cfg, shared_store, lag_telemetry) = (cfg.clone(), store.clone(), telemetry.clone());
             run_dataflow(
                 &cfg,
                 workers,
@@ -310,6 +310,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<(Arc<EmbeddedStore>, RunStats)> {
                 move |index| {
                     let source = KafkaSource::new(&sink_cfg.kafka, validator.clone())?;
                     let committer = source.committer();
+                    lag_telemetry.watch_lag(source.lag_handle());
                     let sinks = match dialect {
                         Some(d) => service_sinks(&sink_cfg, d)?,
                         None => embedded_sinks(&sink_cfg, &shared_store, &files, index),

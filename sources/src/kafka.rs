@@ -316,9 +316,8 @@ impl ClientContext for Ctx {
     fn stats_raw(&self, statistics: &[u8]) {
         let Ok(v) = serde_json::from_slice::<serde_json::Value>(statistics) else { return };
         let Some(topics) = v.get("topics").and_then(|t| t.as_object()) else { return };
-        // Each report replaces the last: it lists the partitions being fetched.
+        // Partitions no longer fetched report -1 and keep their last known lag.
         let mut lag = lock(&self.0.lag);
-        lag.clear();
         for (topic, t) in topics {
             let Some(parts) = t.get("partitions").and_then(|p| p.as_object()) else { continue };
             for (partition, p) in parts {
@@ -341,7 +340,7 @@ impl ClientContext for Ctx {
 pub struct LagHandle(Arc<Shared>);
 
 impl LagHandle {
-    /// (topic, partition, lag) of the partitions the member fetched, as of the last statistics report.
+    /// (topic, partition, lag) of the partitions the member fetched, as of their last report.
     pub fn lag(&self) -> Vec<(String, i32, i64)> {
         let lag = lock(&self.0.lag);
         let mut v: Vec<(String, i32, i64)> = lag.iter().map(|((t, p), l)| (t.clone(), *p, *l)).collect();

@@ -290,18 +290,24 @@ fn replace_is_atomic_and_leaves_no_temp_keys() {
 
     // A reader polling during 40 alternating replaces only ever sees a whole list.
     let done = Arc::new(AtomicBool::new(false));
+    let reading = Arc::new(AtomicBool::new(false));
     let reader = {
-        let (done, key) = (done.clone(), key.clone());
+        let (done, reading, key) = (done.clone(), reading.clone(), key.clone());
         std::thread::spawn(move || {
             let mut con = conn();
             let mut seen = BTreeMap::<u64, u64>::new();
             while !done.load(Ordering::Relaxed) {
                 let n: u64 = redis::cmd("ZCARD").arg(&key).query(&mut con).unwrap();
                 *seen.entry(n).or_default() += 1;
+                reading.store(true, Ordering::Relaxed);
             }
             seen
         })
     };
+    // Start replacing only once the reader is polling (a loaded machine may start it late).
+    while !reading.load(Ordering::Relaxed) {
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
     for i in 0..40 {
         let end = T0 + (2 + i) * 15 * MIN;
         sink.write(&[if i % 2 == 0 { big(end) } else { small(end) }]).unwrap();

@@ -108,7 +108,7 @@ fn args(s: &Setup, input: Option<&Path>, config: &Path) -> RunArgs {
         seed: 7,
         catalog: Some(s.catalog.clone()),
         workers: Some(2),
-        exit_when_idle: Some(8),
+        exit_when_idle: Some(12),
         metrics_addr: None,
         dump_state: None,
         stats_json: None,

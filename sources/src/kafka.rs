@@ -472,6 +472,9 @@ pub struct KafkaSource {
     exit_when_idle: Option<Duration>,
     /// Last message or rebalance.
     last_message: Instant,
+    /// When `poll` last ran: time the worker spent elsewhere (e.g. blocked in a
+    /// slow sink) is not idleness of the input.
+    last_poll: Instant,
     /// A first assignment (possibly empty) was received.
     joined: bool,
     done: bool,
@@ -495,6 +498,7 @@ impl KafkaSource {
             stop: Arc::new(AtomicBool::new(false)),
             exit_when_idle: cfg.exit_when_idle_ms.map(Duration::from_millis),
             last_message: Instant::now(),
+            last_poll: Instant::now(),
             joined: false,
             done: false,
             last_error_log: None,
@@ -620,6 +624,11 @@ impl Source for KafkaSource {
         }
         let consumer = self.consumer.clone();
         let now_ms = recflow_schemas::validate::now_ms();
+        let polled_at = Instant::now();
+        if polled_at.duration_since(self.last_poll) > Duration::from_secs(1) {
+            self.last_message = polled_at;
+        }
+        self.last_poll = polled_at;
         loop {
             if self.stop.load(Ordering::Acquire) {
                 break;

@@ -248,85 +248,59 @@ pub fn run(args: &RunArgs) -> anyhow::Result<(Arc<EmbeddedStore>, RunStats)> {
     let store = EmbeddedStore::shared();
     let validator = Validator::new(cfg.validation());
     let now = recflow_schemas::validate::now_ms();
-    match (input, cfg.outputs.store) {
-        (Some((file, _)), _) if args.parse_only => parse_only(&file, &validator, now, workers, &counters),
-        (Some((file, catalog)), StoreKind::Embedded) => {
+    // One sink factory for either input: the embedded store (+ files for file
+    // inputs) or the services, whose ClickHouse schema is prepared once here.
+    let dialect = match cfg.outputs.store {
+        StoreKind::Services if !args.parse_only => Some(recflow_sinks::clickhouse::init(&cfg.clickhouse)?),
+        _ => None,
+    };
+    let files = match (&input, cfg.outputs.store) {
+        (Some(_), StoreKind::Embedded) if !args.parse_only => {
             let open = |p: &str| -> anyhow::Result<Option<SharedFile>> {
                 Ok(if p.is_empty() { None } else { Some(SharedFile::open(p, FileMode::Truncate)?) })
             };
-            let files =
-                EmbeddedOutputs { dlq: open(&cfg.embedded.dlq_path)?, raw_log: open(&cfg.embedded.raw_log_path)? };
-            let (sink_cfg, shared_store) = (cfg.clone(), store.clone());
-            run_dataflow(
-                &cfg,
-                workers,
-                Arc::new(catalog),
-                counters.clone(),
-                Some(telemetry.sinks.clone()),
-                Duration::ZERO,
-                move |index| {
-                    Ok(WorkerIo {
-                        source: Box::new(JsonlSource::new(file.clone(), validator.clone(), now)),
-                        sinks: embedded_sinks(&sink_cfg, &shared_store, &files, index),
-                        after_drain: None,
-                    })
-                },
-            )?;
+            EmbeddedOutputs { dlq: open(&cfg.embedded.dlq_path)?, raw_log: open(&cfg.embedded.raw_log_path)? }
         }
-        (Some((file, catalog)), StoreKind::Services) => {
-            let dialect = recflow_sinks::clickhouse::init(&cfg.clickhouse)?;
-            let sink_cfg = cfg.clone();
-            run_dataflow(
-                &cfg,
-                workers,
-                Arc::new(catalog),
-                counters.clone(),
-                Some(telemetry.sinks.clone()),
-                Duration::ZERO,
-                move |_| {
-                    Ok(WorkerIo {
-                        source: Box::new(JsonlSource::new(file.clone(), validator.clone(), now)),
-                        sinks: service_sinks(&sink_cfg, dialect)?,
-                        after_drain: None,
-                    })
-                },
-            )?;
+        _ => EmbeddedOutputs::default(),
+    };
+    let (sink_cfg, shared_store) = (cfg.clone(), store.clone());
+    let make_sinks = move |index: usize| -> anyhow::Result<Vec<Box<dyn Sink>>> {
+        match dialect {
+            Some(d) => service_sinks(&sink_cfg, d),
+            None => Ok(embedded_sinks(&sink_cfg, &shared_store, &files, index)),
         }
-        (None, kind) => {
+    };
+    let metrics = Some(telemetry.sinks.clone());
+    match input {
+        Some((file, _)) if args.parse_only => parse_only(&file, &validator, now, workers, &counters),
+        Some((file, catalog)) => {
+            run_dataflow(&cfg, workers, Arc::new(catalog), counters.clone(), metrics, Duration::ZERO, move |index| {
+                Ok(WorkerIo {
+                    source: Box::new(JsonlSource::new(file.clone(), validator.clone(), now)),
+                    sinks: make_sinks(index)?,
+                    after_drain: None,
+                })
+            })?;
+        }
+        None => {
             let catalog = kafka_catalog(args, &cfg)?;
-            let dialect = match kind {
-                StoreKind::Services => Some(recflow_sinks::clickhouse::init(&cfg.clickhouse)?),
-                StoreKind::Embedded => None,
-            };
-            let files = EmbeddedOutputs::default();
-            let (sink_cfg, shared_store, lag_telemetry) = (cfg.clone(), store.clone(), telemetry.clone());
-            run_dataflow(
-                &cfg,
-                workers,
-                Arc::new(catalog),
-                counters.clone(),
-                Some(telemetry.sinks.clone()),
-                Duration::from_millis(5),
-                move |index| {
-                    let source = KafkaSource::new(&sink_cfg.kafka, validator.clone())?;
-                    let committer = source.committer();
-                    lag_telemetry.watch_lag(source.lag_handle());
-                    let sinks = match dialect {
-                        Some(d) => service_sinks(&sink_cfg, d)?,
-                        None => embedded_sinks(&sink_cfg, &shared_store, &files, index),
-                    };
-                    Ok(WorkerIo {
-                        source: Box::new(source),
-                        sinks,
-                        // Offsets are committed only after every sink flushed what came before them.
-                        after_drain: Some(Box::new(move || {
-                            let n = committer.commit_processed()?;
-                            tracing::info!(partitions = n, "offsets committed");
-                            Ok(())
-                        })),
-                    })
-                },
-            )?;
+            let (kafka_cfg, lag_telemetry) = (cfg.kafka.clone(), telemetry.clone());
+            let idle_poll = Duration::from_millis(5);
+            run_dataflow(&cfg, workers, Arc::new(catalog), counters.clone(), metrics, idle_poll, move |index| {
+                let source = KafkaSource::new(&kafka_cfg, validator.clone())?;
+                let committer = source.committer();
+                lag_telemetry.watch_lag(source.lag_handle());
+                Ok(WorkerIo {
+                    source: Box::new(source),
+                    sinks: make_sinks(index)?,
+                    // Offsets are committed only after every sink flushed what came before them.
+                    after_drain: Some(Box::new(move || {
+                        let n = committer.commit_processed()?;
+                        tracing::info!(partitions = n, "offsets committed");
+                        Ok(())
+                    })),
+                })
+            })?;
         }
     }
     let seconds = started.elapsed().as_secs_f64();

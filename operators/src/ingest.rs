@@ -12,7 +12,7 @@ use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 use timely::dataflow::operators::Capability;
 use timely::dataflow::{Scope, StreamVec};
 
-use recflow_schemas::{DeadLetter, Event, Output, Reason, Str};
+use recflow_schemas::{DeadLetter, Event, Output, Reason, Str, MINUTE_MS};
 use recflow_sources::{Catalog, Origin, Poll, Source};
 
 use crate::hot_items::HotRec;
@@ -111,6 +111,8 @@ pub fn ingest<'s>(scope: Scope<'s, Minute>, mut source: Box<dyn Source>, cfg: In
                     }
                 };
                 let now_min = *caps[0].time();
+                // Minute 0 is the initial capability, not a watermark (negative times clamp to it).
+                let cap_start = if now_min == 0 { i64::MIN } else { now_min as i64 * MINUTE_MS };
                 let mut running = batch.prior_max_ts;
                 for rec in batch.records {
                     let mut ev: Event = match rec.parsed {
@@ -142,7 +144,10 @@ pub fn ingest<'s>(scope: Scope<'s, Minute>, mut source: Box<dyn Source>, cfg: In
                                 .unwrap_or_else(|| unknown.clone()),
                         );
                     }
-                    let watermark = running.saturating_sub(cfg.allowed_lateness_ms);
+                    // Late: below the partition's watermark, or in a minute this worker's
+                    // watermark already passed (a partition that was idle or just moved here
+                    // from another worker): such an event can no longer join its window.
+                    let watermark = running.saturating_sub(cfg.allowed_lateness_ms).max(cap_start);
                     if ev.ts < watermark {
                         cfg.counters.late.fetch_add(1, Relaxed);
                         cfg.counters.reject(Reason::Late);
@@ -161,7 +166,7 @@ pub fn ingest<'s>(scope: Scope<'s, Minute>, mut source: Box<dyn Source>, cfg: In
                         continue;
                     }
                     running = running.max(ev.ts);
-                    let buf = by_minute.entry(minute_of(ev.ts).max(now_min)).or_default();
+                    let buf = by_minute.entry(minute_of(ev.ts)).or_default();
                     buf.hot.push(HotRec::from(&ev));
                     buf.profile.push(ProfRec::from(&ev));
                     buf.metrics.push(MetRec::from(&ev));
@@ -221,20 +226,86 @@ mod tests {
 
     use super::*;
 
-    /// Hands out fixed batches, one per poll.
-    struct VecSource(Vec<Batch>);
+    /// Hands out fixed batches, one per poll; the floor after each is given.
+    struct VecSource(Vec<(Batch, i64)>, i64);
+
+    impl VecSource {
+        fn new(batches: Vec<Batch>) -> Self {
+            VecSource(batches.into_iter().map(|b| (b, i64::MIN)).collect(), i64::MIN)
+        }
+    }
 
     impl Source for VecSource {
         fn poll(&mut self) -> Poll {
             if self.0.is_empty() {
                 Poll::Done
             } else {
-                Poll::Ready(self.0.remove(0))
+                let (b, floor) = self.0.remove(0);
+                self.1 = floor;
+                Poll::Ready(b)
             }
         }
         fn max_ts_floor(&self) -> i64 {
-            i64::MIN
+            self.1
         }
+    }
+
+    fn cfg(counters: Arc<Counters>) -> IngestConfig {
+        IngestConfig {
+            allowed_lateness_ms: 300_000,
+            catalog: Arc::new(Catalog::default()),
+            counters,
+            batches_per_step: 1,
+            idle_poll: std::time::Duration::ZERO,
+        }
+    }
+
+    #[test]
+    fn an_event_in_a_minute_the_workers_watermark_passed_is_late() {
+        let kafka = |partition| Origin::Kafka { topic: "user-behaviors-t".into(), partition };
+        let rec = |offset, parsed| Record { offset, parsed };
+        // Partition 0 reaches 30 min; partition 1 (idle until now, or just moved
+        // here) then brings 20 and 24 with no prior of its own: the worker's
+        // watermark is already 25 min, so 20 cannot join its window; 24 can't either
+        // (minute 24 < 25); 26 can.
+        let batches = vec![
+            (
+                Batch { origin: kafka(0), records: vec![rec(0, Ok(event(30, "a")))], prior_max_ts: i64::MIN },
+                30 * 60_000,
+            ),
+            (
+                Batch {
+                    origin: kafka(1),
+                    records: vec![
+                        rec(0, Ok(event(20, "old"))),
+                        rec(1, Ok(event(24, "edge"))),
+                        rec(2, Ok(event(26, "ok"))),
+                    ],
+                    prior_max_ts: i64::MIN,
+                },
+                30 * 60_000,
+            ),
+        ];
+        let counters = Arc::new(Counters::new(1));
+        let applied = Arc::new(Mutex::new(Vec::new()));
+        let (a, c) = (applied.clone(), counters.clone());
+        let batches = Mutex::new(Some(batches));
+        timely::execute_directly(move |worker| {
+            worker.dataflow::<Minute, _, _>(|scope| {
+                let src = VecSource(batches.lock().unwrap().take().unwrap_or_default(), i64::MIN);
+                let s = ingest(scope, Box::new(src), cfg(c));
+                s.hot.inspect_core(move |ev| {
+                    if let Ok((stamp, rs)) = ev {
+                        let t = *stamp.into_iter().next().expect("a singleton stamp");
+                        a.lock().unwrap().extend(rs.iter().map(|r: &HotRec| (r.event_id.to_string(), t)));
+                    }
+                });
+            });
+        });
+        let mut applied = applied.lock().unwrap().clone();
+        applied.sort();
+        assert_eq!(applied, vec![("a".to_string(), 30), ("ok".to_string(), 26)], "each applied at its own minute");
+        assert_eq!(counters.late.load(Relaxed), 2);
     }
 
     fn event(ts_min: i64, id: &str) -> Event {
@@ -268,14 +339,8 @@ mod tests {
         let batch = Mutex::new(Some(batch));
         timely::execute_directly(move |worker| {
             worker.dataflow::<Minute, _, _>(|scope| {
-                let cfg = IngestConfig {
-                    allowed_lateness_ms: 300_000,
-                    catalog: Arc::new(Catalog::default()),
-                    counters: c,
-                    batches_per_step: 1,
-                    idle_poll: std::time::Duration::ZERO,
-                };
-                let s = ingest(scope, Box::new(VecSource(batch.lock().unwrap().take().into_iter().collect())), cfg);
+                let s =
+                    ingest(scope, Box::new(VecSource::new(batch.lock().unwrap().take().into_iter().collect())), cfg(c));
                 s.log.inspect(move |o: &Output| l.lock().unwrap().push(o.clone()));
                 s.hot.inspect(move |r: &HotRec| a.lock().unwrap().push((r.event_id.to_string(), r.action)));
             });

@@ -135,25 +135,56 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 #[derive(Clone, Debug)]
 struct PartState {
     max_ts: i64,
-    last_activity: Instant,
+    /// The listening clock at the partition's last message (or assignment).
+    last_activity: Duration,
 }
+
+/// Longest stretch between two empty polls that counts as listening: time
+/// the worker spent elsewhere (blocked in a slow sink, working through a
+/// backlog) is not evidence that a partition has nothing to say.
+const MAX_LISTEN_STEP: Duration = Duration::from_secs(1);
 
 /// Per-partition state of one worker: max event time handed out and last
 /// activity; the pure core of the watermark floor.
+///
+/// Idleness is measured on a *listening clock* that only advances while the
+/// consumer is caught up (a poll found nothing buffered). Wall-clock idleness
+/// would misfire when the worker is slower than the input: messages of one
+/// partition can sit in the client's queue for longer than the idle timeout
+/// behind other partitions' data, and excluding that partition would let the
+/// watermark overtake its buffered events.
 #[derive(Debug)]
 pub struct PartitionTracker {
     parts: HashMap<PartitionKey, PartState>,
     idle_timeout: Duration,
+    listened: Duration,
+    last_dry: Option<Instant>,
 }
 
 impl PartitionTracker {
     /// No partitions yet.
     pub fn new(idle_timeout: Duration) -> Self {
-        PartitionTracker { parts: HashMap::new(), idle_timeout }
+        PartitionTracker { parts: HashMap::new(), idle_timeout, listened: Duration::ZERO, last_dry: None }
     }
 
-    /// A partition was assigned; it counts as active from `now`. Existing state is kept.
-    pub fn assign(&mut self, key: PartitionKey, now: Instant) {
+    /// A poll at `now` found nothing buffered: the consumer is caught up, so
+    /// the time since the previous such poll (at most [`MAX_LISTEN_STEP`])
+    /// counts as listening.
+    pub fn dry(&mut self, now: Instant) {
+        if let Some(prev) = self.last_dry {
+            self.listened += now.saturating_duration_since(prev).min(MAX_LISTEN_STEP);
+        }
+        self.last_dry = Some(now);
+    }
+
+    /// Total time spent caught up and listening.
+    pub fn listened(&self) -> Duration {
+        self.listened
+    }
+
+    /// A partition was assigned; it counts as active from now. Existing state is kept.
+    pub fn assign(&mut self, key: PartitionKey) {
+        let now = self.listened;
         self.parts.entry(key).or_insert(PartState { max_ts: i64::MIN, last_activity: now });
     }
 
@@ -168,10 +199,11 @@ impl PartitionTracker {
     }
 
     /// A message arrived on the partition (assigning it if unknown).
-    pub fn touch(&mut self, key: &PartitionKey, now: Instant) {
+    pub fn touch(&mut self, key: &PartitionKey) {
+        let now = self.listened;
         match self.parts.get_mut(key) {
             Some(p) => p.last_activity = now,
-            None => self.assign(key.clone(), now),
+            None => self.assign(key.clone()),
         }
     }
 
@@ -197,14 +229,14 @@ impl PartitionTracker {
         self.parts.is_empty()
     }
 
-    /// The watermark basis at `now`: min max-ts over active partitions
-    /// (`i64::MIN` if one has no data yet); if all are idle, the max over
-    /// them so windows can close; `i64::MIN` with no partitions.
-    pub fn floor(&self, now: Instant) -> i64 {
+    /// The watermark basis: min max-ts over active partitions (`i64::MIN` if
+    /// one has no data yet); if all are idle, the max over them so windows
+    /// can close; `i64::MIN` with no partitions.
+    pub fn floor(&self) -> i64 {
         let mut active_min: Option<i64> = None;
         let mut idle_max = i64::MIN;
         for p in self.parts.values() {
-            if now.saturating_duration_since(p.last_activity) < self.idle_timeout {
+            if self.listened.saturating_sub(p.last_activity) < self.idle_timeout {
                 active_min = Some(active_min.map_or(p.max_ts, |m| m.min(p.max_ts)));
             } else {
                 idle_max = idle_max.max(p.max_ts);
@@ -470,11 +502,9 @@ pub struct KafkaSource {
     assembler: BatchAssembler,
     stop: Arc<AtomicBool>,
     exit_when_idle: Option<Duration>,
-    /// Last message or rebalance.
-    last_message: Instant,
-    /// When `poll` last ran: time the worker spent elsewhere (e.g. blocked in a
-    /// slow sink) is not idleness of the input.
-    last_poll: Instant,
+    /// The listening clock at the last message or rebalance: the idle exit
+    /// counts only time spent caught up, never time blocked in a slow sink.
+    last_message: Duration,
     /// A first assignment (possibly empty) was received.
     joined: bool,
     done: bool,
@@ -497,8 +527,7 @@ impl KafkaSource {
             assembler: BatchAssembler::new(cfg.poll_batch),
             stop: Arc::new(AtomicBool::new(false)),
             exit_when_idle: cfg.exit_when_idle_ms.map(Duration::from_millis),
-            last_message: Instant::now(),
-            last_poll: Instant::now(),
+            last_message: Duration::ZERO,
             joined: false,
             done: false,
             last_error_log: None,
@@ -567,9 +596,8 @@ impl KafkaSource {
             return;
         }
         let changes = std::mem::take(&mut *lock(&self.shared.changes));
-        let now = Instant::now();
         // The idle exit counts from the last message or rebalance, never from before joining.
-        self.last_message = now;
+        self.last_message = self.tracker.listened();
         self.joined = true;
         for change in changes {
             match change {
@@ -578,7 +606,7 @@ impl KafkaSource {
                         let info = Self::intern(&mut self.topics, &self.shared.exclude, &t);
                         if !info.excluded {
                             let key = (info.name.clone(), p);
-                            self.tracker.assign(key, now);
+                            self.tracker.assign(key);
                         }
                     }
                 }
@@ -624,11 +652,6 @@ impl Source for KafkaSource {
         }
         let consumer = self.consumer.clone();
         let now_ms = recflow_schemas::validate::now_ms();
-        let polled_at = Instant::now();
-        if polled_at.duration_since(self.last_poll) > Duration::from_secs(1) {
-            self.last_message = polled_at;
-        }
-        self.last_poll = polled_at;
         loop {
             if self.stop.load(Ordering::Acquire) {
                 break;
@@ -636,15 +659,17 @@ impl Source for KafkaSource {
             let msg = consumer.poll(Duration::ZERO);
             self.apply_changes();
             let msg = match msg {
-                None => break,
+                None => {
+                    self.tracker.dry(Instant::now());
+                    break;
+                }
                 Some(Err(e)) => {
                     self.log_error(&e);
                     break;
                 }
                 Some(Ok(m)) => m,
             };
-            let now = Instant::now();
-            self.last_message = now;
+            self.last_message = self.tracker.listened();
             let info = Self::intern(&mut self.topics, &self.shared.exclude, msg.topic());
             if info.excluded {
                 continue;
@@ -656,7 +681,7 @@ impl Source for KafkaSource {
                 .validate(payload, info.tenant.as_deref(), now_ms)
                 .map_err(|r| Box::new(Rejected::new(r, payload)));
             let record = Record { offset: msg.offset().max(0) as u64, parsed };
-            self.tracker.touch(&key, now);
+            self.tracker.touch(&key);
             if let Some(batch) = self.assembler.push(&mut self.tracker, &key, record) {
                 return self.emit(batch);
             }
@@ -667,7 +692,8 @@ impl Source for KafkaSource {
         if let Some(batch) = self.assembler.take(&mut self.tracker) {
             return self.emit(batch);
         }
-        let idle_exit = self.joined && self.exit_when_idle.is_some_and(|d| self.last_message.elapsed() >= d);
+        let idle_exit = self.joined
+            && self.exit_when_idle.is_some_and(|d| self.tracker.listened().saturating_sub(self.last_message) >= d);
         if self.stop.load(Ordering::Acquire) || idle_exit {
             self.done = true;
             return Poll::Done;
@@ -676,7 +702,7 @@ impl Source for KafkaSource {
     }
 
     fn max_ts_floor(&self) -> i64 {
-        self.tracker.floor(Instant::now())
+        self.tracker.floor()
     }
 }
 
@@ -727,30 +753,44 @@ mod tests {
         assert!(toml::from_str::<KafkaConfig>("brokerz = \"h:1\"").is_err());
     }
 
+    /// Listens (caught up, empty polls every 100 ms) for `secs` seconds from `*t`.
+    fn listen(tr: &mut PartitionTracker, t: &mut Instant, secs: u64) {
+        for _ in 0..secs * 10 {
+            *t += Duration::from_millis(100);
+            tr.dry(*t);
+        }
+    }
+
     #[test]
     fn floor_ignores_idle_partitions() {
-        let t0 = Instant::now();
+        let mut t = Instant::now();
         let idle = Duration::from_secs(30);
         let mut tr = PartitionTracker::new(idle);
-        assert_eq!(tr.floor(t0), i64::MIN, "no partitions");
+        tr.dry(t);
+        assert_eq!(tr.floor(), i64::MIN, "no partitions");
         let (a, b) = (key("x", 0), key("x", 1));
-        tr.assign(a.clone(), t0);
-        tr.assign(b.clone(), t0);
+        tr.assign(a.clone());
+        tr.assign(b.clone());
         tr.advance(&a, 100);
-        assert_eq!(tr.floor(t0), i64::MIN, "an active partition without data holds the floor");
+        assert_eq!(tr.floor(), i64::MIN, "an active partition without data holds the floor");
         tr.advance(&b, 50);
-        assert_eq!(tr.floor(t0), 50);
-        // b idle after 30 s without messages; a keeps receiving.
-        tr.touch(&a, t0 + Duration::from_secs(20));
-        assert_eq!(tr.floor(t0 + Duration::from_secs(31)), 100, "idle b no longer holds it back");
+        assert_eq!(tr.floor(), 50);
+        // b idle after 30 s of listening without its messages; a keeps receiving.
+        listen(&mut tr, &mut t, 20);
+        tr.touch(&a);
+        listen(&mut tr, &mut t, 9);
+        assert_eq!(tr.floor(), 50, "29 s: b still holds it");
+        listen(&mut tr, &mut t, 2);
+        assert_eq!(tr.floor(), 100, "idle b no longer holds it back");
         // All idle: the max over them, so windows can close.
         tr.advance(&b, 70);
-        assert_eq!(tr.floor(t0 + Duration::from_secs(60)), 100);
+        listen(&mut tr, &mut t, 30);
+        assert_eq!(tr.floor(), 100);
         // b wakes up: active again, min.
-        tr.touch(&b, t0 + Duration::from_secs(61));
-        assert_eq!(tr.floor(t0 + Duration::from_secs(62)), 70);
+        tr.touch(&b);
+        assert_eq!(tr.floor(), 70);
         tr.revoke(&b);
-        assert_eq!(tr.floor(t0 + Duration::from_secs(62)), 100);
+        assert_eq!(tr.floor(), 100);
         assert_eq!(tr.len(), 1);
         // max never goes back.
         tr.advance(&a, 10);
@@ -758,12 +798,35 @@ mod tests {
     }
 
     #[test]
-    fn batches_group_consecutive_records_of_one_partition() {
-        let now = Instant::now();
+    fn time_not_spent_listening_does_not_make_partitions_idle() {
+        let mut t = Instant::now();
         let mut tr = PartitionTracker::new(Duration::from_secs(30));
         let (a, b) = (key("x", 0), key("x", 1));
-        tr.assign(a.clone(), now);
-        tr.assign(b.clone(), now);
+        tr.assign(a.clone());
+        tr.assign(b.clone());
+        tr.advance(&a, 100);
+        tr.advance(&b, 50);
+        tr.dry(t);
+        // A backlog: 120 s of a's buffered messages, never an empty poll; b's
+        // messages wait in the client queue behind them.
+        for _ in 0..1200 {
+            t += Duration::from_millis(100);
+            tr.touch(&a);
+        }
+        assert_eq!(tr.floor(), 50, "b is not idle: the consumer never caught up");
+        // Blocked in a sink for 60 s, then one empty poll: counts as 1 s at most.
+        t += Duration::from_secs(60);
+        tr.dry(t);
+        assert_eq!(tr.listened(), Duration::from_secs(1));
+        assert_eq!(tr.floor(), 50);
+    }
+
+    #[test]
+    fn batches_group_consecutive_records_of_one_partition() {
+        let mut tr = PartitionTracker::new(Duration::from_secs(30));
+        let (a, b) = (key("x", 0), key("x", 1));
+        tr.assign(a.clone());
+        tr.assign(b.clone());
         let mut asm = BatchAssembler::new(3);
         let mut out = Vec::new();
         let input = [
@@ -779,7 +842,7 @@ mod tests {
             out.extend(asm.push(&mut tr, k, rec(off, ts)));
         }
         assert_eq!(tr.max_ts(&a), 30, "the open batch (a 4..) is not counted yet");
-        assert_eq!(tr.floor(now), 5);
+        assert_eq!(tr.floor(), 5);
         out.extend(asm.take(&mut tr));
         let summary: Vec<(i32, Vec<u64>, i64)> = out
             .iter()
@@ -796,7 +859,7 @@ mod tests {
         );
         assert_eq!(tr.max_ts(&a), 40);
         assert_eq!(tr.max_ts(&b), 5);
-        assert_eq!(tr.floor(now), 5);
+        assert_eq!(tr.floor(), 5);
         // A revoked partition's open batch is dropped.
         assert!(asm.push(&mut tr, &b, rec(1, Some(9))).is_none());
         assert!(asm.drop_if(|k| *k == b));

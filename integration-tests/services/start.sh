@@ -29,13 +29,15 @@ need_cmd() { command -v "$1" >/dev/null 2>&1 || die "$1 not found: run $SERVICES
 # Each launcher starts the server in the background (no daemonizing of its
 # own, so $! is the server's PID), stdout/stderr to <run dir>/<name>.log.
 
+# AOF on: a Redis stopped and restarted by the fault tests comes back with its
+# data, as a production one would.
 launch_redis() {
   need_cmd redis-server redis
   need_cmd redis-cli redis
   local dir="$RECFLOW_RUN_DIR/redis"
   mkdir -p "$dir"
   nohup redis-server --daemonize no --bind "$BIND_HOST" --port "$REDIS_PORT" \
-    --protected-mode yes --save '' --appendonly no --dir "$dir" \
+    --protected-mode yes --save '' --appendonly yes --appendfsync everysec --dir "$dir" \
     </dev/null >>"$(log_file redis)" 2>&1 &
   echo $! >"$(pid_file redis)"
 }

@@ -99,6 +99,10 @@ impl KafkaConfig {
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
             .set("enable.partition.eof", "false")
+            // Incremental rebalances: a new tenant topic or member moves only the
+            // partitions that must move; the others keep being read without a pause
+            // (an eager rebalance would revoke everything and re-read uncommitted data).
+            .set("partition.assignment.strategy", "cooperative-sticky")
             .set("topic.metadata.refresh.interval.ms", self.metadata_refresh_ms.to_string())
             .set("session.timeout.ms", self.session_timeout_ms.to_string())
             .set("statistics.interval.ms", self.statistics_interval_ms.to_string());
@@ -343,28 +347,44 @@ struct Shared {
 struct Ctx(Arc<Shared>);
 
 impl ClientContext for Ctx {
-    // Parsed loosely (not into rdkafka's typed Statistics): brokers differ in
-    // which fields they fill, and only the lag is needed.
     fn stats_raw(&self, statistics: &[u8]) {
-        let Ok(v) = serde_json::from_slice::<serde_json::Value>(statistics) else { return };
-        let Some(topics) = v.get("topics").and_then(|t| t.as_object()) else { return };
-        // Partitions no longer fetched report -1 and keep their last known lag.
-        let mut lag = lock(&self.0.lag);
-        for (topic, t) in topics {
-            let Some(parts) = t.get("partitions").and_then(|p| p.as_object()) else { continue };
-            for (partition, p) in parts {
-                let (Ok(partition), Some(l)) =
-                    (partition.parse::<i32>(), p.get("consumer_lag").and_then(|l| l.as_i64()))
-                else {
-                    continue;
-                };
-                // librdkafka reports -1 for unknown and partition -1 for its internal queue.
-                if partition >= 0 && l >= 0 {
-                    lag.insert((topic.clone(), partition), l);
-                }
+        let reported = partition_lag(statistics);
+        // Partitions no longer fetched report nothing and keep their last known lag.
+        lock(&self.0.lag).extend(reported);
+    }
+}
+
+/// Per-partition lag from a librdkafka statistics document: the partition's
+/// end (last stable offset, else high watermark) minus the offset after the
+/// last message handed to the application — the records the member has yet
+/// to read. librdkafka's own `consumer_lag` counts from the committed offset,
+/// which recflow advances only after the sinks acknowledged, so it is only
+/// the fallback. Parsed loosely, not into rdkafka's typed `Statistics`:
+/// brokers differ in which fields they fill.
+fn partition_lag(statistics: &[u8]) -> Vec<((String, i32), i64)> {
+    let Ok(v) = serde_json::from_slice::<serde_json::Value>(statistics) else { return Vec::new() };
+    let Some(topics) = v.get("topics").and_then(|t| t.as_object()) else { return Vec::new() };
+    let field = |p: &serde_json::Value, name: &str| p.get(name).and_then(|x| x.as_i64()).filter(|x| *x >= 0);
+    let mut out = Vec::new();
+    for (topic, t) in topics {
+        let Some(parts) = t.get("partitions").and_then(|p| p.as_object()) else { continue };
+        for (partition, p) in parts {
+            // Partition -1 is librdkafka's internal queue.
+            let Ok(partition) = partition.parse::<i32>() else { continue };
+            if partition < 0 {
+                continue;
+            }
+            let end = field(p, "ls_offset").or_else(|| field(p, "hi_offset"));
+            let lag = match (end, field(p, "app_offset")) {
+                (Some(end), Some(pos)) => Some((end - pos).max(0)),
+                _ => field(p, "consumer_lag"),
+            };
+            if let Some(lag) = lag {
+                out.push(((topic.clone(), partition), lag));
             }
         }
     }
+    out
 }
 
 /// Reads a source's consumer lag from any thread (for metrics); holds no consumer.
@@ -613,6 +633,8 @@ impl KafkaSource {
                 Change::Revoked(pairs) => {
                     let mut keys = Vec::with_capacity(pairs.len());
                     for (t, p) in pairs {
+                        // The new owner reports this partition's lag from now on.
+                        lock(&self.shared.lag).remove(&(t.clone(), p));
                         let key = (Self::intern(&mut self.topics, &self.shared.exclude, &t).name.clone(), p);
                         self.tracker.revoke(&key);
                         keys.push(key);
@@ -726,6 +748,21 @@ mod tests {
 
     fn key(t: &str, p: i32) -> PartitionKey {
         (Arc::from(t), p)
+    }
+
+    #[test]
+    fn lag_is_end_minus_the_applications_position() {
+        let stats = br#"{"topics":{"user-behaviors-a":{"partitions":{
+            "0":{"ls_offset":500,"hi_offset":500,"app_offset":468,"consumer_lag":-1},
+            "1":{"ls_offset":-1001,"hi_offset":90,"app_offset":90,"consumer_lag":-1},
+            "2":{"ls_offset":-1001,"hi_offset":-1001,"app_offset":-1001,"consumer_lag":-1},
+            "3":{"hi_offset":-1001,"app_offset":-1001,"consumer_lag":7},
+            "-1":{"ls_offset":10,"app_offset":0}}}}}"#;
+        let mut lag = partition_lag(stats);
+        lag.sort();
+        let t = "user-behaviors-a".to_string();
+        assert_eq!(lag, vec![((t.clone(), 0), 32), ((t.clone(), 1), 0), ((t, 3), 7)]);
+        assert!(partition_lag(b"not json").is_empty());
     }
 
     #[test]

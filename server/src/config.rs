@@ -70,7 +70,10 @@ impl ServerConfig {
         if self.listen.parse::<std::net::SocketAddr>().is_err() {
             return Err(format!("server.listen: not a socket address: {:?}", self.listen));
         }
-        if !(self.rate_limit_per_sec > 0.0) || !(self.rate_limit_burst >= 1.0) {
+        // Written so NaN fails too.
+        let rate_ok = self.rate_limit_per_sec.is_finite() && self.rate_limit_per_sec > 0.0;
+        let burst_ok = self.rate_limit_burst.is_finite() && self.rate_limit_burst >= 1.0;
+        if !(rate_ok && burst_ok) {
             return Err("server.rate_limit_per_sec must be > 0 and server.rate_limit_burst >= 1".into());
         }
         if self.max_body_bytes == 0 || self.max_batch_body_bytes == 0 || self.max_batch_events == 0 {

@@ -149,11 +149,14 @@ fn bad(field: impl Into<String>, message: impl Into<String>) -> ApiError {
     ApiError::new(StatusCode::BAD_REQUEST, "invalid_scenario", message).with_field(field)
 }
 
+/// Compiled scenarios by (tenant, scenario), with their load time.
+type Cache = Mutex<HashMap<(String, String), (Instant, Arc<Scenario>)>>;
+
 /// Validates scenario documents and caches compiled scenarios.
 pub struct Scenarios {
     schema: jsonschema::Validator,
     templates: HashMap<String, Arc<Scenario>>,
-    cache: Mutex<HashMap<(String, String), (Instant, Arc<Scenario>)>>,
+    cache: Cache,
     ttl: Duration,
 }
 

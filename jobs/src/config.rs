@@ -31,6 +31,8 @@ pub struct Config {
     pub mongo: MongoConfig,
     /// Also the batching of the embedded raw-log file.
     pub clickhouse: ClickHouseConfig,
+    /// The HTTP server (`recflow serve`, `recflow demo`).
+    pub server: recflow_server::ServerConfig,
 }
 
 /// Where results go.
@@ -176,6 +178,7 @@ impl Config {
         if ch.batch_rows == 0 || ch.batch_max_age_secs.is_nan() || ch.batch_max_age_secs <= 0.0 {
             bail!("clickhouse.batch_rows and clickhouse.batch_max_age_secs must be positive");
         }
+        self.server.check().map_err(anyhow::Error::msg)?;
         Ok(())
     }
 

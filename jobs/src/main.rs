@@ -2,7 +2,7 @@
 
 use clap::{Parser, Subcommand};
 
-use recflow::commands::{bench, generate, init, produce, run};
+use recflow::commands::{bench, demo, generate, init, loadgen, produce, run, serve};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -27,6 +27,12 @@ enum Command {
     Init(init::InitArgs),
     /// Load a JSONL events file into the per-tenant topics.
     Produce(produce::ProduceArgs),
+    /// Serve the HTTP query and collector API (embedded: with the pipeline in-process).
+    Serve(serve::ServeArgs),
+    /// Generator -> pipeline -> embedded store -> HTTP server on 127.0.0.1:8080, in one process.
+    Demo(demo::DemoArgs),
+    /// Open-loop HTTP load on POST /api/v1/recommend; prints rps and latency percentiles.
+    Loadgen(loadgen::LoadgenArgs),
 }
 
 fn main() {
@@ -41,6 +47,9 @@ fn main() {
         Command::Bench(a) => bench::main(a),
         Command::Init(a) => init::main(a),
         Command::Produce(a) => produce::main(a),
+        Command::Serve(a) => serve::main(a),
+        Command::Demo(a) => demo::main(a),
+        Command::Loadgen(a) => loadgen::main(a),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

@@ -111,7 +111,7 @@ impl ClickHouseConfig {
     }
 
     /// A client for this server; `database` unset so it can also create it.
-    fn client(&self) -> clickhouse::Client {
+    pub fn client(&self) -> clickhouse::Client {
         let mut c = clickhouse::Client::default().with_url(&self.url).with_validation(false);
         if !self.user.is_empty() {
             c = c.with_user(&self.user);

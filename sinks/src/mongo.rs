@@ -425,6 +425,37 @@ impl MongoDb {
         Ok(items)
     }
 
+    /// Round-trips a `ping` command: the server is reachable.
+    pub fn ping(&self) -> Result<(), SinkError> {
+        self.with_retry("ping", |db| {
+            db.run_command(doc! { "ping": 1 }).run()?;
+            Ok(())
+        })
+    }
+
+    /// The `user_profiles` document of (tenant, user, scenario), if any.
+    pub fn get_profile(&self, tenant: &str, user: &str, scenario: &str) -> Result<Option<ProfileDoc>, SinkError> {
+        let id = natural_id(&[tenant, user, scenario]);
+        let found = self.with_retry("get profile", |db| {
+            Ok(db.collection::<Document>(PROFILES).find_one(doc! { "_id": &id }).run()?)
+        })?;
+        found.map(|d| bson::from_document(d).map_err(|e| backend(format!("bad profile document: {e}")))).transpose()
+    }
+
+    /// The catalog items of one tenant, sorted by item_id.
+    pub fn tenant_items(&self, tenant: &str) -> Result<Vec<Item>, SinkError> {
+        let raw: Vec<Document> = self.with_retry("tenant items", |db| {
+            let cursor = db.collection::<Document>(ITEMS).find(doc! { "tenant_id": tenant }).run()?;
+            Ok(cursor.collect::<Result<Vec<_>, _>>()?)
+        })?;
+        let mut items = raw
+            .into_iter()
+            .map(|d| bson::from_document::<Item>(d).map_err(|e| backend(format!("bad document in {ITEMS}: {e}"))))
+            .collect::<Result<Vec<_>, _>>()?;
+        items.sort_unstable_by(|a, b| a.item_id.cmp(&b.item_id));
+        Ok(items)
+    }
+
     /// The stored config of a scenario, if any.
     pub fn get_scenario(&self, tenant: &str, scenario_id: &str) -> Result<Option<serde_json::Value>, SinkError> {
         let found = self.with_retry("get scenario", |db| {

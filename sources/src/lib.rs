@@ -1,8 +1,10 @@
 //! Where events come from: one [`Source`] trait with a JSONL file/stdin
-//! reader, the Kafka consumer-group source, the item catalog (file or
-//! `item-updates` topic), Kafka tooling, and the synthetic generator.
+//! reader, the Kafka consumer-group source, an in-process channel source
+//! (collector, demo), the item catalog (file or `item-updates` topic), Kafka
+//! tooling, and the synthetic generator.
 
 pub mod catalog;
+pub mod channel;
 pub mod generator;
 pub mod jsonl;
 pub mod kafka;
@@ -14,6 +16,7 @@ use std::sync::Arc;
 use recflow_schemas::{Event, Rejection, SourcePos};
 
 pub use catalog::Catalog;
+pub use channel::ChannelSource;
 pub use jsonl::{JsonlFile, JsonlSource};
 pub use kafka::{KafkaCommitter, KafkaConfig, KafkaSource, LagHandle};
 

@@ -1,0 +1,237 @@
+//! The recommendation flow: scenario -> variant -> concurrent recall ->
+//! weighted merge -> drop exposed/excluded -> rank -> rerank -> record
+//! exposures. Degrades (hot items, or the last good hot list) instead of failing.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::future::join_all;
+use serde::Serialize;
+
+use crate::recall::{self, Candidate, RecallCtx};
+use crate::rerank::{self, Ranked, RerankCtx};
+use crate::scenario::Step;
+use crate::state::{keys, StoreError};
+use crate::{ApiError, App};
+
+/// A validated recommendation request.
+#[derive(Clone, Debug)]
+pub struct RecRequest {
+    /// Authenticated tenant.
+    pub tenant: String,
+    /// The user (X-User-Id).
+    pub user: String,
+    /// The scenario.
+    pub scenario_id: String,
+    /// Page size, 1..=100.
+    pub count: usize,
+    /// Items the caller does not want.
+    pub exclude: HashSet<String>,
+    /// X-Request-Id, or generated.
+    pub request_id: String,
+}
+
+/// One returned item.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct RecItem {
+    /// The item.
+    pub item_id: String,
+    /// Final score.
+    pub score: f64,
+    /// Recall sources that proposed it.
+    pub reasons: Vec<&'static str>,
+}
+
+/// How the answer was produced.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct RecMetadata {
+    /// The scenario's (or variant's) algorithm version.
+    pub algorithm_version: String,
+    /// The experiment, `none` without one.
+    pub experiment_id: String,
+    /// The user's variant, `none` without an experiment.
+    pub variant: String,
+    /// Server-side time of this request.
+    pub latency_ms: f64,
+    /// True when the answer was degraded.
+    pub is_fallback: bool,
+    /// Why (`no_profile`, `redis_unavailable`, `backend_unavailable`), else null.
+    pub fallback_reason: Option<&'static str>,
+}
+
+/// The response body of `POST /api/v1/recommend`.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct RecResponse {
+    /// Echo of X-Request-Id, or generated.
+    pub request_id: String,
+    /// The page.
+    pub items: Vec<RecItem>,
+    /// How it was produced.
+    pub metadata: RecMetadata,
+}
+
+/// A request id unique to this process: time and a counter, hashed.
+pub fn new_request_id() -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+    let h = xxhash_rust::xxh3::xxh3_64(&[nanos.to_le_bytes().as_slice(), &n.to_le_bytes()].concat());
+    format!("req-{h:016x}")
+}
+
+/// Merges strategy results: each list's scores scaled to its best (so scales
+/// compare), times the strategy weight, summed per item; sorted.
+pub fn merge(results: &[(&'static str, f64, Vec<Candidate>)]) -> Vec<Ranked> {
+    let mut by_item: HashMap<&str, Ranked> = HashMap::new();
+    for (name, weight, cands) in results {
+        let best = cands.iter().map(|c| c.score).fold(0.0f64, f64::max);
+        for c in cands {
+            let part = if best > 0.0 { c.score / best * weight } else { 0.0 };
+            let r = by_item.entry(c.item_id.as_str()).or_insert_with(|| Ranked {
+                item_id: c.item_id.clone(),
+                score: 0.0,
+                reasons: Vec::new(),
+                category: None,
+            });
+            r.score += part;
+            if !r.reasons.contains(name) {
+                r.reasons.push(name);
+            }
+            if r.category.is_none() {
+                r.category.clone_from(&c.category);
+            }
+        }
+    }
+    let mut out: Vec<Ranked> = by_item.into_values().collect();
+    rerank::sort(&mut out);
+    out
+}
+
+/// Why a recommendation degraded, as counted in `recflow_degraded_total`.
+fn reason_of(e: &StoreError) -> &'static str {
+    match e {
+        StoreError::Redis(_) => "redis_unavailable",
+        _ => "backend_unavailable",
+    }
+}
+
+/// Serves one recommendation request.
+pub async fn recommend(app: &App, req: RecRequest) -> Result<RecResponse, ApiError> {
+    let started = Instant::now();
+    let store = app.store.as_ref();
+    let scenario = app.scenarios.get(store, &req.tenant, &req.scenario_id).await?;
+    let plan = scenario.plan(&req.user);
+    let exposed_key = keys::exposed(&req.tenant, &req.user, &req.scenario_id);
+    let (profile, exposed, catalog) = futures_util::join!(
+        store.profile(req.tenant.clone(), req.user.clone(), req.scenario_id.clone()),
+        store.members(exposed_key.clone()),
+        store.catalog(req.tenant.clone()),
+    );
+    let catalog = catalog.unwrap_or_default();
+    let now_ms = crate::now_ms();
+    let rctx = RerankCtx { catalog: &catalog, now_ms, page: req.count };
+
+    let mut fallback: Option<&'static str> = None;
+    let mut page = match (profile, exposed) {
+        (Ok(profile), Ok(exposed)) => {
+            let steps = match &profile {
+                Some(_) => plan.steps.clone(),
+                None => {
+                    fallback = Some("no_profile");
+                    hot_only(&plan.steps)
+                }
+            };
+            let ctx = RecallCtx {
+                tenant: &req.tenant,
+                scenario: &req.scenario_id,
+                profile: profile.as_deref(),
+                catalog: &catalog,
+                store,
+                now_ms,
+            };
+            let results = join_all(steps.iter().map(|s| s.recall.recall(&ctx, s.limit))).await;
+            let mut lists = Vec::with_capacity(steps.len());
+            let mut failure = None;
+            for (step, r) in steps.iter().zip(results) {
+                match r {
+                    Ok(c) => {
+                        if step.recall.name() == recall::HOT_ITEMS {
+                            app.remember_hot(&req.tenant, &req.scenario_id, &c);
+                        }
+                        lists.push((step.recall.name(), step.weight, c));
+                    }
+                    Err(e) => failure = Some(e),
+                }
+            }
+            match failure {
+                Some(e) => {
+                    tracing::warn!(error = %e, "recall failed; serving the last good hot list");
+                    fallback = Some(reason_of(&e));
+                    last_good(app, &req)
+                }
+                None => {
+                    let mut ranked = merge(&lists);
+                    ranked.retain(|r| !exposed.contains(&r.item_id) && !req.exclude.contains(&r.item_id));
+                    ranked
+                }
+            }
+        }
+        (Err(e), _) | (_, Err(e)) => {
+            tracing::warn!(error = %e, "state read failed; serving the last good hot list");
+            fallback = Some(reason_of(&e));
+            last_good(app, &req)
+        }
+    };
+    for rule in plan.rules {
+        page = rule.apply(page, &rctx);
+    }
+    page.truncate(req.count);
+
+    let degraded_by_store = matches!(fallback, Some(r) if r != "no_profile");
+    if !degraded_by_store && !page.is_empty() {
+        let ids = page.iter().map(|r| r.item_id.clone()).collect();
+        let ttl = Duration::from_secs(app.cfg.exposure_ttl_secs);
+        if let Err(e) = store.add_members(exposed_key, ids, ttl).await {
+            tracing::warn!(error = %e, "exposures not recorded");
+            app.metrics.degraded.with_label_values(&["exposure_not_recorded"]).inc();
+        }
+    }
+    if let Some(r) = fallback {
+        app.metrics.degraded.with_label_values(&[r]).inc();
+    }
+    for r in &page {
+        for reason in &r.reasons {
+            app.metrics.recall_hits.with_label_values(&[reason]).inc();
+        }
+    }
+    Ok(RecResponse {
+        request_id: req.request_id,
+        items: page.into_iter().map(|r| RecItem { item_id: r.item_id, score: r.score, reasons: r.reasons }).collect(),
+        metadata: RecMetadata {
+            algorithm_version: plan.algorithm_version.to_string(),
+            experiment_id: plan.experiment_id.to_string(),
+            variant: plan.variant.to_string(),
+            latency_ms: started.elapsed().as_secs_f64() * 1000.0,
+            is_fallback: fallback.is_some(),
+            fallback_reason: fallback,
+        },
+    })
+}
+
+/// The plan's hot_items step (or a default one): what a user without a profile gets.
+fn hot_only(steps: &[Step]) -> Vec<Step> {
+    let hot = steps.iter().find(|s| s.recall.name() == recall::HOT_ITEMS).cloned();
+    vec![hot.unwrap_or(Step { recall: &recall::HotItems, weight: 1.0, limit: 200 })]
+}
+
+/// The last hot list read successfully for this (tenant, scenario), minus exclusions.
+fn last_good(app: &App, req: &RecRequest) -> Vec<Ranked> {
+    let list = app.last_hot(&req.tenant, &req.scenario_id).unwrap_or_default();
+    let cands: Vec<Candidate> = list.iter().filter(|c| !req.exclude.contains(&c.item_id)).cloned().collect();
+    merge(&[(recall::HOT_ITEMS, 1.0, cands)])
+}
+
+/// A shared last-good hot list.
+pub type HotCopy = Arc<Vec<Candidate>>;

@@ -321,9 +321,13 @@ impl ClientContext for Ctx {
         for (topic, t) in topics {
             let Some(parts) = t.get("partitions").and_then(|p| p.as_object()) else { continue };
             for (partition, p) in parts {
-                let (Ok(partition), Some(l)) =
-                    (partition.parse::<i32>(), p.get("consumer_lag").and_then(|l| l.as_i64()))
-                else {
+                let field = |k: &str| p.get(k).and_then(|l| l.as_i64()).unwrap_or(-1);
+                // Lag behind the read position (high watermark − next offset to read):
+                // `consumer_lag` is relative to the committed offset, which is unknown
+                // (-1) until the first commit and stands still between commits.
+                let (hi, read) = (field("hi_offset"), field("app_offset"));
+                let l = if hi >= 0 && read >= 0 { (hi - read).max(0) } else { field("consumer_lag") };
+                let Ok(partition) = partition.parse::<i32>() else {
                     continue;
                 };
                 // librdkafka reports -1 for unknown and partition -1 for its internal queue.

@@ -26,4 +26,7 @@ trap 'bash "$services/stop.sh" || true' EXIT
 eval "$(bash "$services/env.sh")"
 
 echo "== cargo test"
+# tests/cluster.rs and tests/deploy.rs run the `recflow` binary itself; build it
+# here, outside the test environment (integration-tests/src/cli.rs).
+cargo build --release -p recflow --bin recflow
 cargo test --release --workspace

@@ -20,3 +20,7 @@ pub fn unique(prefix: &str) -> String {
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
     format!("{prefix}_{}_{}", std::process::id(), nanos % 1_000_000_000)
 }
+
+pub mod cli;
+pub mod compare;
+pub mod workload;

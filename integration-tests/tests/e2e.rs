@@ -108,6 +108,7 @@ fn args(s: &Setup, input: Option<&Path>, config: &Path) -> RunArgs {
         seed: 7,
         catalog: Some(s.catalog.clone()),
         workers: Some(2),
+        cluster: Default::default(),
         exit_when_idle: Some(12),
         metrics_addr: None,
         dump_state: None,

@@ -142,6 +142,7 @@ fn collected_events_flow_through_the_pipeline_into_what_the_server_serves() {
         dump_state: None,
         stats_json: None,
         parse_only: false,
+        cluster: Default::default(),
     };
     let (_, stats) = run(&args).expect("pipeline run");
     assert_eq!(stats.events, n as u64, "the pipeline read exactly the collected events");

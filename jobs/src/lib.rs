@@ -1,5 +1,6 @@
 //! recflow's jobs: configuration, the dataflow wiring and the CLI commands.
 
+pub mod cluster;
 pub mod commands;
 pub mod config;
 pub mod outputs;

@@ -87,6 +87,9 @@ fn sink_all(stream: StreamVec<'_, Minute, Output>, mut sinks: Vec<Box<dyn Sink>>
     let mut input = builder.new_input(stream, Pipeline);
     let mut failed = vec![false; sinks.len()];
     let mut retries_seen: Vec<u64> = sinks.iter().map(|s| s.retries()).collect();
+    if let Some(m) = &ctx.metrics {
+        sinks.iter().for_each(|s| m.register(s.name()));
+    }
     let mut flushed = false;
     builder.build(move |_caps| {
         move |frontiers| {

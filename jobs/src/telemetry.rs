@@ -4,6 +4,7 @@
 //! sink timings and failures are recorded here directly.
 
 use std::net::SocketAddr;
+use std::sync::atomic::AtomicBool;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
@@ -36,6 +37,8 @@ pub struct Telemetry {
     /// Consumer lag per (topic, partition), read from the Kafka sources at scrape time.
     pub consumer_lag: IntGaugeVec,
     lag_sources: std::sync::Mutex<Vec<recflow_sources::LagHandle>>,
+    /// True while the dataflow runs (the cluster formed, input not yet drained): `/health/ready`.
+    ready: AtomicBool,
 }
 
 /// Reads [`Counters`] at scrape time.
@@ -116,7 +119,23 @@ impl Telemetry {
         registry.register(Box::new(consumer_lag.clone()))?;
         #[cfg(target_os = "linux")]
         registry.register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))?;
-        Ok(Arc::new(Telemetry { registry, sinks, consumer_lag, lag_sources: Default::default() }))
+        Ok(Arc::new(Telemetry {
+            registry,
+            sinks,
+            consumer_lag,
+            lag_sources: Default::default(),
+            ready: AtomicBool::new(false),
+        }))
+    }
+
+    /// Marks the process ready (dataflow running) or not (starting, joining the cluster, draining).
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Relaxed);
+    }
+
+    /// Whether `/health/ready` answers 200.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Relaxed)
     }
 
     /// Adds a Kafka source whose partitions' lag is exported.
@@ -138,25 +157,46 @@ impl Telemetry {
         String::from_utf8_lossy(&buf).into_owned()
     }
 
-    /// Serves `GET /metrics` on `addr` from a background thread until the process exits.
+    /// Serves `GET /metrics`, `/health/live` (200 while the process runs) and
+    /// `/health/ready` (200 while the dataflow runs, else 503) on `addr` from a
+    /// background thread until the process exits.
     pub fn serve(self: &Arc<Self>, addr: SocketAddr) -> anyhow::Result<SocketAddr> {
+        use axum::http::StatusCode;
+        use axum::routing::get;
         let listener = std::net::TcpListener::bind(addr)?;
         listener.set_nonblocking(true)?;
         let bound = listener.local_addr()?;
-        let me = self.clone();
+        let (me, probe) = (self.clone(), self.clone());
         std::thread::Builder::new().name("metrics-http".into()).spawn(move || {
             let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
                 Ok(rt) => rt,
                 Err(e) => return tracing::error!(error = %e, "metrics endpoint: no runtime"),
             };
             rt.block_on(async move {
-                let app = axum::Router::new().route(
-                    "/metrics",
-                    axum::routing::get(move || {
-                        let me = me.clone();
-                        async move { ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], me.render()) }
-                    }),
-                );
+                let app =
+                    axum::Router::new()
+                        .route(
+                            "/metrics",
+                            get(move || {
+                                let me = me.clone();
+                                async move {
+                                    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], me.render())
+                                }
+                            }),
+                        )
+                        .route("/health/live", get(|| async { "live" }))
+                        .route(
+                            "/health/ready",
+                            get(move || {
+                                let ready = probe.is_ready();
+                                async move {
+                                    match ready {
+                                        true => (StatusCode::OK, "ready"),
+                                        false => (StatusCode::SERVICE_UNAVAILABLE, "not ready"),
+                                    }
+                                }
+                            }),
+                        );
                 match tokio::net::TcpListener::from_std(listener) {
                     Ok(l) => {
                         if let Err(e) = axum::serve(l, app).await {
@@ -167,7 +207,7 @@ impl Telemetry {
                 }
             });
         })?;
-        tracing::info!(%bound, "serving Prometheus metrics on /metrics");
+        tracing::info!(%bound, "serving Prometheus metrics on /metrics, probes on /health/live and /health/ready");
         Ok(bound)
     }
 }
@@ -177,6 +217,13 @@ fn desc_of(f: &MetricFamily) -> Option<Desc> {
 }
 
 impl SinkMetrics {
+    /// Creates a sink's series at zero, so rates and alerts see them before the first failure.
+    pub fn register(&self, sink: &str) {
+        self.batch_seconds.with_label_values(&[sink]);
+        self.errors.with_label_values(&[sink]);
+        self.retries.with_label_values(&[sink]);
+    }
+
     /// Records one sink call.
     pub fn observe(&self, sink: &str, took: Duration, ok: bool) {
         self.batch_seconds.with_label_values(&[sink]).observe(took.as_secs_f64());

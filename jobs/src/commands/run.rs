@@ -13,8 +13,9 @@ use recflow_operators::{Counters, IngestConfig};
 use recflow_schemas::Validator;
 use recflow_sinks::{EmbeddedStore, FileMode, SharedFile, Sink};
 use recflow_sources::generator::{write_catalog, write_events, GenConfig};
-use recflow_sources::{Catalog, JsonlFile, JsonlSource, KafkaSource, Source};
+use recflow_sources::{Catalog, JsonlFile, JsonlSource, KafkaSource, Poll, Source};
 
+use crate::cluster::{Cluster, ClusterArgs};
 use crate::config::{Config, StoreKind};
 pub use crate::outputs::EmbeddedOutputs;
 use crate::outputs::{embedded_sinks, service_sinks};
@@ -41,14 +42,17 @@ pub struct RunArgs {
     /// Item catalog, JSON Lines.
     #[arg(long)]
     pub catalog: Option<PathBuf>,
-    /// Timely workers (overrides pipeline.workers).
-    #[arg(long)]
+    /// Timely workers per process (overrides pipeline.workers).
+    #[arg(long, env = "RECFLOW_WORKERS")]
     pub workers: Option<usize>,
+    /// Timely cluster: several processes forming one dataflow.
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
     /// Kafka input: stop cleanly (flush, commit) once no message arrived for this many seconds.
     #[arg(long)]
     pub exit_when_idle: Option<u64>,
     /// Prometheus endpoint (overrides telemetry.metrics_addr; `off` disables).
-    #[arg(long)]
+    #[arg(long, env = "RECFLOW_METRICS_ADDR")]
     pub metrics_addr: Option<String>,
     /// Write the final embedded store content as one JSON object here.
     #[arg(long)]
@@ -69,6 +73,8 @@ pub struct RunStats {
     pub late: u64,
     pub windows_closed: u64,
     pub workers: usize,
+    /// Processes of the timely cluster (the counts above are this process's).
+    pub processes: usize,
     pub seconds: f64,
     pub events_per_sec: f64,
     pub peak_rss_bytes: u64,
@@ -97,14 +103,29 @@ pub struct WorkerIo {
     pub after_drain: Option<Box<dyn FnOnce() -> anyhow::Result<()>>>,
 }
 
-/// Runs all four jobs with `workers` timely workers, each built by `make_io`,
-/// until every source is done and every sink flushed.
+/// A source that is done from the start: the file input's stand-in on every
+/// process but the first of a cluster (the reader cannot be split between processes).
+struct NoInput;
+
+impl Source for NoInput {
+    fn poll(&mut self) -> Poll {
+        Poll::Done
+    }
+    fn max_ts_floor(&self) -> i64 {
+        i64::MAX
+    }
+}
+
+/// Runs all four jobs on this process's workers of `cluster`, each built by
+/// `make_io` (given the worker's cluster-wide index), until every source of
+/// every process is done and every sink flushed. `telemetry` (if any) gets
+/// the sink series and is marked ready once the cluster formed.
 pub fn run_dataflow<F>(
     cfg: &Config,
-    workers: usize,
+    cluster: &Cluster,
     catalog: Arc<Catalog>,
     counters: Arc<Counters>,
-    metrics: Option<SinkMetrics>,
+    telemetry: Option<Arc<Telemetry>>,
     idle_poll: Duration,
     make_io: F,
 ) -> anyhow::Result<()>
@@ -112,8 +133,13 @@ where
     F: Fn(usize) -> anyhow::Result<WorkerIo> + Send + Sync + 'static,
 {
     let errors = Arc::new(Mutex::new(Vec::<String>::new()));
+    let metrics: Option<SinkMetrics> = telemetry.as_ref().map(|t| t.sinks.clone());
     let (cfg, shared_errors) = (cfg.clone(), errors.clone());
-    let guards = timely::execute(timely::Config::process(workers.max(1)), move |worker| -> Result<(), String> {
+    if cluster.processes > 1 {
+        tracing::info!(process = cluster.process, hosts = ?cluster.hosts, "joining the timely cluster");
+    }
+    // Returns once every peer process is connected (timely retries until then).
+    let guards = timely::execute(cluster.timely_config(), move |worker| -> Result<(), String> {
         let io = make_io(worker.index()).map_err(|e| format!("worker {}: {e:#}", worker.index()))?;
         let ingest_cfg = IngestConfig {
             allowed_lateness_ms: cfg.pipeline.allowed_lateness_secs as i64 * 1000,
@@ -135,7 +161,14 @@ where
         Ok(())
     })
     .map_err(|e| anyhow::anyhow!("starting timely workers: {e}"))?;
-    for r in guards.join() {
+    if let Some(t) = &telemetry {
+        t.set_ready(true);
+    }
+    let results = guards.join();
+    if let Some(t) = &telemetry {
+        t.set_ready(false);
+    }
+    for r in results {
         r.map_err(|e| anyhow::anyhow!("worker failed: {e}"))?.map_err(|e| anyhow::anyhow!("{e}"))?;
     }
     let errs = errors.lock().unwrap_or_else(|p| p.into_inner()).clone();
@@ -159,7 +192,7 @@ pub fn run_embedded(
     let (shared_store, sink_cfg) = (store.clone(), cfg.clone());
     let validator = Validator::new(cfg.validation());
     let now = recflow_schemas::validate::now_ms();
-    run_dataflow(cfg, workers, catalog, counters, None, Duration::ZERO, move |index| {
+    run_dataflow(cfg, &Cluster::single(workers), catalog, counters, None, Duration::ZERO, move |index| {
         Ok(WorkerIo {
             source: Box::new(JsonlSource::new(file.clone(), validator.clone(), now)),
             sinks: embedded_sinks(&sink_cfg, &shared_store, &outputs, index),
@@ -229,6 +262,8 @@ pub fn run(args: &RunArgs) -> anyhow::Result<(Arc<EmbeddedStore>, RunStats)> {
         cfg.kafka.exit_when_idle_ms = Some(secs * 1000);
     }
     let workers = args.workers.unwrap_or(cfg.pipeline.workers).max(1);
+    let cluster = args.cluster.resolve(workers)?;
+    check_cluster_args(args, &cluster)?;
     let counters = Arc::new(Counters::new(workers));
     let telemetry = Telemetry::new(counters.clone())?;
     let addr = args.metrics_addr.clone().unwrap_or_else(|| cfg.telemetry.metrics_addr.clone());
@@ -255,7 +290,8 @@ pub fn run(args: &RunArgs) -> anyhow::Result<(Arc<EmbeddedStore>, RunStats)> {
         _ => None,
     };
     let files = match (&input, cfg.outputs.store) {
-        (Some(_), StoreKind::Embedded) if !args.parse_only => {
+        // Only the process reading the file writes these (the others would truncate them).
+        (Some(_), StoreKind::Embedded) if !args.parse_only && cluster.is_first() => {
             let open = |p: &str| -> anyhow::Result<Option<SharedFile>> {
                 Ok(if p.is_empty() { None } else { Some(SharedFile::open(p, FileMode::Truncate)?) })
             };
@@ -270,23 +306,24 @@ pub fn run(args: &RunArgs) -> anyhow::Result<(Arc<EmbeddedStore>, RunStats)> {
             None => Ok(embedded_sinks(&sink_cfg, &shared_store, &files, index)),
         }
     };
-    let metrics = Some(telemetry.sinks.clone());
+    let metrics = Some(telemetry.clone());
     match input {
         Some((file, _)) if args.parse_only => parse_only(&file, &validator, now, workers, &counters),
         Some((file, catalog)) => {
-            run_dataflow(&cfg, workers, Arc::new(catalog), counters.clone(), metrics, Duration::ZERO, move |index| {
-                Ok(WorkerIo {
-                    source: Box::new(JsonlSource::new(file.clone(), validator.clone(), now)),
-                    sinks: make_sinks(index)?,
-                    after_drain: None,
-                })
+            let reads = cluster.is_first();
+            run_dataflow(&cfg, &cluster, Arc::new(catalog), counters.clone(), metrics, Duration::ZERO, move |index| {
+                let source: Box<dyn Source> = match reads {
+                    true => Box::new(JsonlSource::new(file.clone(), validator.clone(), now)),
+                    false => Box::new(NoInput),
+                };
+                Ok(WorkerIo { source, sinks: make_sinks(index)?, after_drain: None })
             })?;
         }
         None => {
             let catalog = kafka_catalog(args, &cfg)?;
             let (kafka_cfg, lag_telemetry) = (cfg.kafka.clone(), telemetry.clone());
             let idle_poll = Duration::from_millis(5);
-            run_dataflow(&cfg, workers, Arc::new(catalog), counters.clone(), metrics, idle_poll, move |index| {
+            run_dataflow(&cfg, &cluster, Arc::new(catalog), counters.clone(), metrics, idle_poll, move |index| {
                 let source = KafkaSource::new(&kafka_cfg, validator.clone())?;
                 let committer = source.committer();
                 lag_telemetry.watch_lag(source.lag_handle());
@@ -313,12 +350,31 @@ pub fn run(args: &RunArgs) -> anyhow::Result<(Arc<EmbeddedStore>, RunStats)> {
         late: counters.late.load(Relaxed),
         windows_closed: counters.windows_closed(),
         workers,
+        processes: cluster.processes,
         seconds,
         events_per_sec: (events + invalid) as f64 / seconds.max(1e-9),
         peak_rss_bytes: peak_rss_bytes(),
     };
     eprintln!("done {} seconds={seconds:.3}", progress::line(&counters, stats.events_per_sec));
     Ok((store, stats))
+}
+
+/// Rejects what a multi-process run cannot do instead of doing it wrong.
+fn check_cluster_args(args: &RunArgs, cluster: &Cluster) -> anyhow::Result<()> {
+    if cluster.processes == 1 {
+        return Ok(());
+    }
+    if args.dump_state.is_some() {
+        // State is partitioned by key over the processes: no process holds all of it.
+        bail!("--dump-state needs all state in one process; with --processes > 1 use outputs.store = \"services\" and read Redis/MongoDB");
+    }
+    if args.parse_only {
+        bail!("--parse-only measures one process; run it without --processes");
+    }
+    if (args.input.is_some() || args.generate.is_some()) && !cluster.is_first() {
+        tracing::info!("file input is read by process 0 only; this process works on what the cluster exchanges to it");
+    }
+    Ok(())
 }
 
 /// Reads and validates with `workers` threads, nothing else.

@@ -22,6 +22,7 @@ use recflow_server::App;
 use recflow_sinks::EmbeddedStore;
 use recflow_sources::{Catalog, ChannelSource};
 
+use crate::cluster::Cluster;
 use crate::commands::run::{run_dataflow, WorkerIo};
 use crate::config::{Config, StoreKind};
 use crate::outputs::{embedded_sinks, EmbeddedOutputs};
@@ -67,16 +68,24 @@ impl EmbeddedPipeline {
         let telemetry = Telemetry::new(counters.clone())?;
         let (source, tx) = ChannelSource::new("collector", QUEUE);
         let (cfg, sink_cfg, shared) = (cfg.clone(), cfg.clone(), store.clone());
-        let metrics = Some(telemetry.sinks.clone());
+        let metrics = Some(telemetry.clone());
         let handle = std::thread::Builder::new().name("pipeline".into()).spawn(move || {
             // Idle poll of a few ms, like Kafka: an idle pipeline must not spin.
-            run_dataflow(&cfg, workers, Arc::new(catalog), counters, metrics, Duration::from_millis(5), move |i| {
-                Ok(WorkerIo {
-                    source: Box::new(source.clone()),
-                    sinks: embedded_sinks(&sink_cfg, &shared, &EmbeddedOutputs::default(), i),
-                    after_drain: None,
-                })
-            })
+            run_dataflow(
+                &cfg,
+                &Cluster::single(workers),
+                Arc::new(catalog),
+                counters,
+                metrics,
+                Duration::from_millis(5),
+                move |i| {
+                    Ok(WorkerIo {
+                        source: Box::new(source.clone()),
+                        sinks: embedded_sinks(&sink_cfg, &shared, &EmbeddedOutputs::default(), i),
+                        after_drain: None,
+                    })
+                },
+            )
         })?;
         // The store's TTLs are wall-clock: drop expired keys now and then.
         let expiring = Arc::downgrade(&store);

@@ -10,6 +10,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use recflow::commands::run::{run, RunArgs};
+use recflow_integration_tests::compare::{ours, same};
 use recflow_integration_tests::{service, unique};
 use recflow_sinks::{ClickHouseConfig, MongoConfig};
 use serde_json::Value;
@@ -132,45 +133,6 @@ fn produce(s: &Setup) -> u64 {
     let stats = recflow_sources::kafka_admin::produce_jsonl(&service("KAFKA_BROKERS"), f, 3).unwrap();
     assert_eq!(stats.topics, 4);
     stats.produced
-}
-
-/// Keys of this run only (other tests share Redis).
-fn ours(v: &Value, prefix: &str) -> BTreeMap<String, Value> {
-    v.as_object()
-        .unwrap()
-        .iter()
-        .filter(|(k, _)| k.contains(&format!(":{prefix}_")))
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect()
-}
-
-/// JSON equality with floats equal within 1e-9 relative.
-fn same(a: &Value, b: &Value, path: &str) -> Result<(), String> {
-    match (a, b) {
-        (Value::Number(x), Value::Number(y)) if x.is_f64() || y.is_f64() => {
-            let (x, y) = (x.as_f64().unwrap(), y.as_f64().unwrap());
-            if (x - y).abs() <= 1e-9 * x.abs().max(y.abs()).max(1e-300) {
-                Ok(())
-            } else {
-                Err(format!("{path}: {x} != {y}"))
-            }
-        }
-        (Value::Array(x), Value::Array(y)) => {
-            if x.len() != y.len() {
-                return Err(format!("{path}: length {} != {}", x.len(), y.len()));
-            }
-            x.iter().zip(y).enumerate().try_for_each(|(i, (x, y))| same(x, y, &format!("{path}[{i}]")))
-        }
-        (Value::Object(x), Value::Object(y)) => {
-            let (kx, ky): (Vec<_>, Vec<_>) = (x.keys().collect(), y.keys().collect());
-            if kx != ky {
-                return Err(format!("{path}: keys differ: {kx:?} vs {ky:?}"));
-            }
-            x.iter().try_for_each(|(k, v)| same(v, &y[k], &format!("{path}.{k}")))
-        }
-        _ if a == b => Ok(()),
-        _ => Err(format!("{path}: {a} != {b}")),
-    }
 }
 
 fn assert_state_equals_embedded(s: &Setup, embedded: &Value) {

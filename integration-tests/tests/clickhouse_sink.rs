@@ -34,7 +34,7 @@ fn gen_events(n: u64, seed: u64) -> Vec<Event> {
 }
 
 fn raws(events: &[Event]) -> Vec<Output> {
-    events.iter().map(|e| Output::Raw(Box::new(e.clone()))).collect()
+    events.iter().map(|e| Output::Raw(Box::new(e.clone().into()))).collect()
 }
 
 /// Test-side reader: its own client and runtime, independent of the sink's.

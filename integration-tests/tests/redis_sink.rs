@@ -93,7 +93,7 @@ fn stats(tenant: &str, item: &str, pairs: &[(Action, u64)]) -> Output {
     for (a, c) in pairs {
         counts[a.index()] = *c;
     }
-    Output::ItemStats(ItemStatsDelta { tenant_id: tenant.into(), item_id: item.into(), counts })
+    Output::ItemStats(ItemStatsDelta { tenant_id: tenant.into(), item_id: item.into(), counts, pane_end: 0 })
 }
 
 fn row(experiment: &str, variant: &str, seed: u64) -> MetricsRow {

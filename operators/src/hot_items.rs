@@ -159,6 +159,7 @@ impl WindowLogic for HotPanes {
                         tenant_id: k.tenant.clone(),
                         item_id: k.item.clone(),
                         counts: std::mem::take(&mut acc.counts),
+                        pane_end: end,
                     }));
                 }
             }

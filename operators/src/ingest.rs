@@ -12,7 +12,7 @@ use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 use timely::dataflow::operators::Capability;
 use timely::dataflow::{Scope, StreamVec};
 
-use recflow_schemas::{DeadLetter, Event, Output, Reason, Str, MINUTE_MS};
+use recflow_schemas::{DeadLetter, Event, KafkaPos, Output, RawEvent, Reason, Str, MINUTE_MS};
 use recflow_sources::{Catalog, Origin, Poll, Source};
 
 use crate::hot_items::HotRec;
@@ -114,6 +114,10 @@ pub fn ingest<'s>(scope: Scope<'s, Minute>, mut source: Box<dyn Source>, cfg: In
                 // Minute 0 is the initial capability, not a watermark (negative times clamp to it).
                 let cap_start = if now_min == 0 { i64::MIN } else { now_min as i64 * MINUTE_MS };
                 let mut running = batch.prior_max_ts;
+                let topic = match &batch.origin {
+                    Origin::Kafka { topic, partition } => Some((Str::new(topic), *partition)),
+                    Origin::File { .. } => None,
+                };
                 for rec in batch.records {
                     let mut ev: Event = match rec.parsed {
                         Ok(ev) => ev,
@@ -132,6 +136,11 @@ pub fn ingest<'s>(scope: Scope<'s, Minute>, mut source: Box<dyn Source>, cfg: In
                         }
                     };
                     cfg.counters.events.fetch_add(1, Relaxed);
+                    let source = topic.as_ref().map(|(topic, partition)| KafkaPos {
+                        topic: topic.clone(),
+                        partition: *partition,
+                        offset: rec.offset as i64,
+                    });
                     match tenants.iter_mut().find(|(t, _)| *t == ev.tenant_id) {
                         Some(e) => e.1 += 1,
                         None => tenants.push((ev.tenant_id.clone(), 1)),
@@ -162,7 +171,7 @@ pub fn ingest<'s>(scope: Scope<'s, Minute>, mut source: Box<dyn Source>, cfg: In
                             rec.offset,
                             payload,
                         ));
-                        buf.log.push(Output::Raw(Box::new(ev)));
+                        buf.log.push(Output::Raw(Box::new(RawEvent { event: ev, source })));
                         continue;
                     }
                     running = running.max(ev.ts);
@@ -170,7 +179,7 @@ pub fn ingest<'s>(scope: Scope<'s, Minute>, mut source: Box<dyn Source>, cfg: In
                     buf.hot.push(HotRec::from(&ev));
                     buf.profile.push(ProfRec::from(&ev));
                     buf.metrics.push(MetRec::from(&ev));
-                    buf.log.push(Output::Raw(Box::new(ev)));
+                    buf.log.push(Output::Raw(Box::new(RawEvent { event: ev, source })));
                 }
             }
             {

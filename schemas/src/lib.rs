@@ -12,7 +12,9 @@ pub mod validate;
 pub use action::{Action, ActionWeights, ACTIONS};
 pub use event::{Event, Str};
 pub use item::Item;
-pub use outputs::{DeadLetter, HotList, ItemStatsDelta, MetricsRow, MetricsWindow, Output, SourcePos};
+pub use outputs::{
+    DeadLetter, HotList, ItemStatsDelta, KafkaPos, MetricsRow, MetricsWindow, Output, RawEvent, SourcePos,
+};
 pub use profile::{ActionCounts, ProfileDoc};
 pub use validate::{Reason, Rejection, ValidationLimits, Validator};
 

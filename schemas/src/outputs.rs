@@ -51,12 +51,15 @@ impl HotList {
     }
 }
 
-/// Counts per action (index = `Action::index`) of applied events of one item.
+/// Counts per action (index = `Action::index`) of applied events of one item
+/// in one hot-items pane.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ItemStatsDelta {
     pub tenant_id: Str,
     pub item_id: Str,
     pub counts: [u64; 12],
+    /// End (ms) of the pane the counts cover: the version a replay must not apply twice.
+    pub pane_end: i64,
 }
 
 impl ItemStatsDelta {
@@ -129,11 +132,39 @@ impl MetricsWindow {
     }
 }
 
+/// A Kafka record's position: stored beside raw-log rows so a replay skips them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KafkaPos {
+    pub topic: Str,
+    pub partition: i32,
+    pub offset: i64,
+}
+
+/// A valid event for the raw analytical log, with its Kafka position (none for files).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RawEvent {
+    pub event: Event,
+    pub source: Option<KafkaPos>,
+}
+
+impl From<Event> for RawEvent {
+    fn from(event: Event) -> Self {
+        RawEvent { event, source: None }
+    }
+}
+
+impl std::ops::Deref for RawEvent {
+    type Target = Event;
+    fn deref(&self) -> &Event {
+        &self.event
+    }
+}
+
 /// Everything a sink may receive.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Output {
     /// A valid event for the raw analytical log (late ones too).
-    Raw(Box<Event>),
+    Raw(Box<RawEvent>),
     /// A rejected or late record.
     Dead(Box<DeadLetter>),
     /// A closed hot-items window's top-K.

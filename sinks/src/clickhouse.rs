@@ -17,7 +17,7 @@
 use std::cell::Cell;
 use std::time::{Duration, Instant};
 
-use recflow_schemas::{Event, Output, SourcePos, Str};
+use recflow_schemas::{Event, KafkaPos, Output, SourcePos, Str};
 use serde::{Deserialize, Serialize};
 
 use crate::{retry_if, BatchConfig, Batcher, RawRow, RetryConfig, RetryPolicy, Sink, SinkError};
@@ -252,6 +252,12 @@ impl From<&SourcePos> for RowSource {
                 RowSource { topic: Str::new(topic), partition: *partition, offset: *offset }
             }
         }
+    }
+}
+
+impl From<&KafkaPos> for RowSource {
+    fn from(p: &KafkaPos) -> Self {
+        RowSource { topic: p.topic.clone(), partition: p.partition, offset: p.offset }
     }
 }
 
@@ -616,7 +622,10 @@ impl Sink for ClickHouseSink {
     /// Buffers the raw events; inserts each batch when due. `Err`: see the module docs.
     fn write(&mut self, batch: &[Output]) -> Result<(), SinkError> {
         self.accept(batch.iter().filter_map(|o| match o {
-            Output::Raw(e) => Some(Pending { event: e.clone(), source: RowSource::default() }),
+            Output::Raw(e) => Some(Pending {
+                event: Box::new(e.event.clone()),
+                source: e.source.as_ref().map(RowSource::from).unwrap_or_default(),
+            }),
             _ => None,
         }))
     }
@@ -764,7 +773,7 @@ mod tests {
     #[test]
     fn server_down_keeps_rows_and_refuses_more() {
         let mut s = offline(3);
-        let raws: Vec<Output> = (0..5).map(|i| Output::Raw(Box::new(event(i)))).collect();
+        let raws: Vec<Output> = (0..5).map(|i| Output::Raw(Box::new(event(i).into()))).collect();
         s.write(&raws[..2]).unwrap();
         assert_eq!(s.buffered_rows(), 2);
         // The third row fills the batch; the insert fails; rows 4-5 of the call are kept too.

@@ -216,7 +216,7 @@ mod tests {
     }
 
     fn raws(range: std::ops::Range<usize>) -> Vec<Output> {
-        range.map(|i| Output::Raw(Box::new(event(i)))).collect()
+        range.map(|i| Output::Raw(Box::new(event(i).into()))).collect()
     }
 
     fn temp(name: &str) -> std::path::PathBuf {

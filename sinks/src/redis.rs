@@ -651,7 +651,9 @@ mod tests {
         let mut counts = [0; 12];
         counts[Action::AddCart.index()] = 2;
         counts[Action::Click.index()] = 7;
-        let d = |counts| Output::ItemStats(ItemStatsDelta { tenant_id: "t1".into(), item_id: "i9".into(), counts });
+        let d = |counts| {
+            Output::ItemStats(ItemStatsDelta { tenant_id: "t1".into(), item_id: "i9".into(), counts, pane_end: 0 })
+        };
         assert_eq!(
             cmds(&[d(counts), d([0; 12]), d(counts)]),
             vec![

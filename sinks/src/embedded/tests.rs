@@ -25,7 +25,7 @@ fn stats(item: &str, pairs: &[(Action, u64)]) -> ItemStatsDelta {
     for (a, c) in pairs {
         counts[a.index()] = *c;
     }
-    ItemStatsDelta { tenant_id: "t1".into(), item_id: item.into(), counts }
+    ItemStatsDelta { tenant_id: "t1".into(), item_id: item.into(), counts, pane_end: 0 }
 }
 
 fn profile(user: &str, updated_window: i64, clicks: u64) -> ProfileDoc {
@@ -230,13 +230,13 @@ fn sink_ignores_raw_and_dead_and_concurrent_writers_add_up() {
     let mut sink = EmbeddedSink::new(Arc::clone(&store));
     assert_eq!(sink.name(), "embedded");
     let before = store.dump();
-    let raw = serde_json::from_value(json!({
+    let raw: recflow_schemas::Event = serde_json::from_value(json!({
         "event_id":"e","tenant_id":"t1","scenario_id":"vlog","user_id":"u","item_id":"i",
         "action":"click","ts":1,"request_id":null,"experiment_id":"none","variant":"none",
         "category":null,"context":null,"watch_duration":null,"completion_rate":null,"amount":null
     }))
     .unwrap();
-    sink.write(&[Output::Raw(Box::new(raw))]).unwrap();
+    sink.write(&[Output::Raw(Box::new(raw.into()))]).unwrap();
     assert_eq!(store.dump(), before);
 }
 

@@ -5,5 +5,6 @@ pub mod commands;
 pub mod config;
 pub mod outputs;
 pub mod pipeline;
+pub mod profile_store;
 pub mod progress;
 pub mod telemetry;

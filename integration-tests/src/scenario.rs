@@ -45,9 +45,17 @@ pub struct Setup {
     pub config: PathBuf,
     pub mongo: MongoConfig,
     pub clickhouse: ClickHouseConfig,
+    /// The Kafka bootstrap servers of this scenario.
+    pub brokers: String,
 }
 
+/// A scenario of `n_events` on the shared services.
 pub fn setup(n_events: u64) -> Setup {
+    setup_on(n_events, &service("KAFKA_BROKERS"))
+}
+
+/// A scenario of `n_events` whose Kafka is `brokers`.
+pub fn setup_on(n_events: u64, brokers: &str) -> Setup {
     let prefix = unique("e2e").replace('_', "").chars().take(14).collect::<String>();
     let dir = std::env::temp_dir().join(&prefix);
     std::fs::create_dir_all(&dir).unwrap();
@@ -87,14 +95,14 @@ database = "{prefix}"
 url = "{ch}"
 database = "{prefix}"
 "#,
-            brokers = service("KAFKA_BROKERS"),
+            brokers = brokers,
             redis = service("REDIS_URL"),
             mongo = mongo.url,
             ch = clickhouse.url,
         ),
     )
     .unwrap();
-    Setup { dir, prefix, events, catalog, config, mongo, clickhouse }
+    Setup { dir, prefix, events, catalog, config, mongo, clickhouse, brokers: brokers.to_string() }
 }
 
 pub fn args(s: &Setup, input: Option<&Path>, config: &Path) -> RunArgs {
@@ -126,7 +134,7 @@ pub fn embedded_dump(s: &Setup) -> Value {
 /// Produces the file to the per-tenant topics (3 partitions each).
 pub fn produce(s: &Setup) -> u64 {
     let f = std::io::BufReader::new(std::fs::File::open(&s.events).unwrap());
-    let stats = recflow_sources::kafka_admin::produce_jsonl(&service("KAFKA_BROKERS"), f, 3).unwrap();
+    let stats = recflow_sources::kafka_admin::produce_jsonl(&s.brokers, f, 3).unwrap();
     assert_eq!(stats.topics, 4);
     stats.produced
 }

@@ -483,6 +483,8 @@ pub type Position = (String, i32, i64);
 pub struct KafkaCommitter {
     consumer: Arc<BaseConsumer<Ctx>>,
     shared: Arc<Shared>,
+    group: Arc<str>,
+    times: Option<Arc<dyn PartitionTimes>>,
 }
 
 impl KafkaCommitter {
@@ -548,6 +550,19 @@ impl KafkaCommitter {
         }
         let n = tpl.count();
         if n > 0 {
+            if let Some(times) = &self.times {
+                // Saved before the commit: a committed offset always has its time.
+                let saved: Vec<(String, i32, i64, i64)> =
+                    due.iter().map(|((t, p), (o, m))| (t.to_string(), *p, *o, *m)).collect();
+                if let Err(e) = times.save(&self.group, &saved) {
+                    let mut d = lock(&self.shared.due);
+                    for (k, v) in due {
+                        d.entry(k).or_insert(v);
+                    }
+                    tracing::warn!(error = %e, "saving partition times failed; commit postponed");
+                    return Err(rdkafka::error::KafkaError::Canceled);
+                }
+            }
             if let Err(e) = self.consumer.commit(&tpl, CommitMode::Sync) {
                 // Keep them due (unless superseded meanwhile): the next commit retries.
                 let mut d = lock(&self.shared.due);
@@ -591,6 +606,15 @@ impl KafkaCommitter {
     }
 }
 
+/// Where a partition's max event time before a committed offset is kept
+/// when the broker does not keep commit metadata (tansu drops it; Kafka keeps it).
+pub trait PartitionTimes: Send + Sync {
+    /// Records `max_ts` for each (topic, partition, committed offset) of the group.
+    fn save(&self, group: &str, positions: &[(String, i32, i64, i64)]) -> Result<(), String>;
+    /// The max event time saved for exactly that committed offset.
+    fn load(&self, group: &str, topic: &str, partition: i32, offset: i64) -> Result<Option<i64>, String>;
+}
+
 /// A committed (topic, partition, offset, metadata).
 pub type CommittedPos = (String, i32, i64, String);
 
@@ -621,6 +645,8 @@ pub struct KafkaSource {
     records: u64,
     commit_interval: Duration,
     last_commit: Instant,
+    group: Arc<str>,
+    times: Option<Arc<dyn PartitionTimes>>,
 }
 
 impl KafkaSource {
@@ -645,6 +671,8 @@ impl KafkaSource {
             records: 0,
             commit_interval: Duration::from_millis(cfg.commit_interval_ms),
             last_commit: Instant::now(),
+            group: Arc::from(cfg.group_id.as_str()),
+            times: None,
         })
     }
 
@@ -655,7 +683,18 @@ impl KafkaSource {
 
     /// A handle that commits this source's offsets from any thread.
     pub fn committer(&self) -> KafkaCommitter {
-        KafkaCommitter { consumer: self.consumer.clone(), shared: self.shared.clone() }
+        KafkaCommitter {
+            consumer: self.consumer.clone(),
+            shared: self.shared.clone(),
+            group: self.group.clone(),
+            times: self.times.clone(),
+        }
+    }
+
+    /// Keeps partition times in `times` too, for brokers that drop commit metadata.
+    pub fn with_partition_times(mut self, times: Arc<dyn PartitionTimes>) -> Self {
+        self.times = Some(times);
+        self
     }
 
     /// Commits everything handed out so far (see [`KafkaCommitter::commit_processed`]).
@@ -756,7 +795,18 @@ impl KafkaSource {
         match self.committer().committed_with_metadata(pairs, Duration::from_secs(10)) {
             Ok(committed) => {
                 for (t, p, offset, meta) in committed {
-                    if let Ok(max_ts) = meta.parse::<i64>() {
+                    let max_ts = match (meta.parse::<i64>(), &self.times) {
+                        (Ok(m), _) => Some(m),
+                        (Err(_), Some(times)) => match times.load(&self.group, &t, p, offset) {
+                            Ok(m) => m,
+                            Err(e) => {
+                                tracing::warn!(error = %e, topic = %t, partition = p, "reading the partition time failed");
+                                None
+                            }
+                        },
+                        (Err(_), None) => None,
+                    };
+                    if let Some(max_ts) = max_ts {
                         let key = (Self::intern(&mut self.topics, &self.shared.exclude, &t).name.clone(), p);
                         self.tracker.restore(&key, max_ts);
                         tracing::info!(topic = %t, partition = p, offset, max_ts, "resuming partition");

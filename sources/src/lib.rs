@@ -19,7 +19,7 @@ use recflow_schemas::{Event, Rejection, SourcePos};
 pub use catalog::Catalog;
 pub use channel::ChannelSource;
 pub use jsonl::{JsonlFile, JsonlSource};
-pub use kafka::{KafkaCommitter, KafkaConfig, KafkaSource, LagHandle};
+pub use kafka::{KafkaCommitter, KafkaConfig, KafkaSource, LagHandle, PartitionTimes};
 
 /// Where a batch came from; turned into a [`SourcePos`] only for dead letters.
 #[derive(Clone, Debug, PartialEq, Eq)]

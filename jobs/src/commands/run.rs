@@ -15,12 +15,13 @@ use recflow_operators::{Counters, IngestConfig};
 use recflow_schemas::Validator;
 use recflow_sinks::{EmbeddedStore, FileMode, MongoConfig, MongoDb, SharedFile, Sink};
 use recflow_sources::generator::{write_catalog, write_events, GenConfig};
-use recflow_sources::{Catalog, JsonlFile, JsonlSource, KafkaSource, Poll, Source};
+use recflow_sources::{Catalog, JsonlFile, JsonlSource, KafkaSource, PartitionTimes, Poll, Source};
 
 use crate::cluster::{Cluster, ClusterArgs};
 use crate::config::{Config, StoreKind};
 pub use crate::outputs::EmbeddedOutputs;
 use crate::outputs::{embedded_sinks, service_sinks};
+use crate::partition_times::RedisPartitionTimes;
 use crate::pipeline::SinkContext;
 use crate::profile_store::MongoProfileStore;
 use crate::progress::{self, Progress};
@@ -369,8 +370,16 @@ pub fn run(args: &RunArgs) -> anyhow::Result<(Arc<EmbeddedStore>, RunStats)> {
             let catalog = kafka_catalog(args, &cfg)?;
             let (kafka_cfg, lag_telemetry) = (cfg.kafka.clone(), telemetry.clone());
             let idle_poll = Duration::from_millis(5);
+            // Partition times beside the offsets in Redis, when the services are the store.
+            let times: Option<Arc<dyn PartitionTimes>> = match dialect {
+                Some(_) => Some(Arc::new(RedisPartitionTimes::new(&cfg.redis.url)?)),
+                None => None,
+            };
             run_dataflow(&cfg, &cluster, Arc::new(catalog), counters.clone(), metrics, idle_poll, move |index| {
-                let source = KafkaSource::new(&kafka_cfg, validator.clone())?;
+                let mut source = KafkaSource::new(&kafka_cfg, validator.clone())?;
+                if let Some(t) = &times {
+                    source = source.with_partition_times(t.clone());
+                }
                 let committer = source.committer();
                 lag_telemetry.watch_lag(source.lag_handle());
                 Ok(WorkerIo {

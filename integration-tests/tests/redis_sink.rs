@@ -88,12 +88,19 @@ fn hot_fixed(tenant: &str, scenario: &str, category: Option<&str>, end: i64, ent
     })
 }
 
-fn stats(tenant: &str, item: &str, pairs: &[(Action, u64)]) -> Output {
+/// A delta of `pane_end`'s pane: the sink applies each (scenario, pane) of an item once.
+fn stats(tenant: &str, item: &str, pane_end: i64, pairs: &[(Action, u64)]) -> Output {
     let mut counts = [0; 12];
     for (a, c) in pairs {
         counts[a.index()] = *c;
     }
-    Output::ItemStats(ItemStatsDelta { tenant_id: tenant.into(), item_id: item.into(), counts, pane_end: 0 })
+    Output::ItemStats(ItemStatsDelta {
+        tenant_id: tenant.into(),
+        scenario_id: "vlog".into(),
+        item_id: item.into(),
+        counts,
+        pane_end,
+    })
 }
 
 fn row(experiment: &str, variant: &str, seed: u64) -> MetricsRow {
@@ -170,9 +177,9 @@ fn batches(t: &str) -> Vec<Vec<Output>> {
             hot(t, "vlog", Some("sports"), w1, 20..26),
             hot(t, "news", None, w1, 50..55),
             hot(t, "news", Some("tech"), w1, 50..53),
-            stats(t, "item_1", &[(Action::Click, 3), (Action::View, 5), (Action::Impression, 20)]),
-            stats(t, "item_2", &[(Action::AddCart, 1), (Action::Payment, 2)]),
-            stats(t, "item_3", &[]),
+            stats(t, "item_1", w1, &[(Action::Click, 3), (Action::View, 5), (Action::Impression, 20)]),
+            stats(t, "item_2", w1, &[(Action::AddCart, 1), (Action::Payment, 2)]),
+            stats(t, "item_3", w1, &[]),
             metrics(t, "vlog", T0 - 2 * MIN, vec![row("exp1", "A", 1), row("exp1", "B", 2), row("exp2", "control", 3)]),
             profile(t, "u1", "vlog", w1, 1),
             profile(t, "u2", "vlog", w1, 2),
@@ -181,7 +188,7 @@ fn batches(t: &str) -> Vec<Vec<Output>> {
             // A newer window replaces the scenario list and the music list; sports keeps w1.
             hot(t, "vlog", None, w2, 10..25),
             hot(t, "vlog", Some("music"), w2, [3, 4, 9]),
-            stats(t, "item_1", &[(Action::Click, 2), (Action::Like, 1)]),
+            stats(t, "item_1", w2, &[(Action::Click, 2), (Action::Like, 1)]),
             // Minute 2 has only exp1:A: the other fields must disappear.
             metrics(t, "vlog", T0 - MIN, vec![row("exp1", "A", 4)]),
             metrics(t, "news", T0 - MIN, vec![row("exp9", "B", 0)]),
@@ -194,7 +201,7 @@ fn batches(t: &str) -> Vec<Vec<Output>> {
             hot(t, "news", None, w2, 60..70),
             // An empty list deletes the key.
             hot_fixed(t, "news", Some("tech"), w3, &[]),
-            stats(t, "item_2", &[(Action::Payment, 1)]),
+            stats(t, "item_2", w3, &[(Action::Payment, 1)]),
         ],
     ]
 }
@@ -259,14 +266,20 @@ fn redis_state_equals_the_embedded_store() {
         }
     }
     assert!(keys(&mut con, &format!("tmp:*{t}*")).is_empty(), "no temp keys left");
+    // Versions: beside hot lists with their TTL, beside item stats without one.
+    let hot_version = rsink::version_key(&format!("hot:items:{t}:vlog"));
+    let v: i64 = redis::cmd("GET").arg(&hot_version).query(&mut con).unwrap();
+    assert_eq!(v, T0 + 15 * MIN);
+    assert!(ttl(&mut con, &hot_version) > 86_000);
+    let stats_version = rsink::version_key(&format!("item:stats:{t}:item_2"));
+    let v: i64 = redis::cmd("HGET").arg(&stats_version).arg("vlog").query(&mut con).unwrap();
+    assert_eq!(v, T0 + 30 * MIN);
+    assert_eq!(ttl(&mut con, &stats_version), -1);
 
-    // Replaying the replaces is idempotent (item stats excluded: HINCRBY is not).
-    let replay: Vec<Vec<Output>> = batches(&t)
-        .into_iter()
-        .map(|b| b.into_iter().filter(|o| !matches!(o, Output::ItemStats(_))).collect())
-        .collect();
-    for b in &replay {
-        sink.write(b).unwrap();
+    // Replaying everything, item stats included, is idempotent (a fresh sink, as after a restart).
+    let mut again = self::sink();
+    for b in &batches(&t) {
+        again.write(b).unwrap();
     }
     assert_eq!(of_tenant(rsink::dump(&url()).unwrap(), &t), expected, "replay changed the state");
     assert_eq!((sink.retries(), sink.errors()), (0, 0));
@@ -370,8 +383,8 @@ fn writes_survive_a_redis_restart() {
                 ];
                 if last {
                     // After the restart: item stats, which a wipe would have lost.
-                    batch.push(stats(&t, "item_1", &[(Action::Click, 2), (Action::Order, 1)]));
-                    batch.push(stats(&t, "item_1", &[(Action::Click, 1)]));
+                    batch.push(stats(&t, "item_1", end, &[(Action::Click, 2), (Action::Order, 1)]));
+                    batch.push(stats(&t, "item_1", end + 15 * MIN, &[(Action::Click, 1)]));
                 }
                 embedded.write(&batch).unwrap();
                 sink.write(&batch).expect("write eventually succeeds");

@@ -157,6 +157,7 @@ impl WindowLogic for HotPanes {
                 if acc.counts.iter().any(|c| *c > 0) {
                     out.push(HotOut::Stats(ItemStatsDelta {
                         tenant_id: k.tenant.clone(),
+                        scenario_id: k.scenario.clone(),
                         item_id: k.item.clone(),
                         counts: std::mem::take(&mut acc.counts),
                         pane_end: end,

@@ -56,6 +56,11 @@ impl HotList {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ItemStatsDelta {
     pub tenant_id: Str,
+    /// The scenario whose events these are: an item seen in several scenarios
+    /// gets one delta per scenario and pane (from different workers), all
+    /// adding to the one `item:stats:{tenant}:{item}` HASH, so a replay guard
+    /// must be versioned per (tenant, scenario, item), not per key.
+    pub scenario_id: Str,
     pub item_id: Str,
     pub counts: [u64; 12],
     /// End (ms) of the pane the counts cover: the version a replay must not apply twice.

@@ -13,13 +13,22 @@
 //! the rest of the one `write` call during which the server went away). While
 //! rows are held, `write` first retries them and refuses new rows (returns
 //! `Err` having accepted nothing) until they are in; nothing is ever dropped.
+//!
+//! Exactly once across restarts: rows carry their Kafka (topic, partition,
+//! offset). Before inserting the first rows of a partition (since the sink
+//! was created, after a rewind, or after an insert whose outcome is unknown),
+//! the sink asks which offsets from there on the table already holds and
+//! drops those rows ([`crate::replay`]); this works on both dialects. Rows
+//! without a Kafka position (file input) are inserted as they come.
 
 use std::cell::Cell;
+use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use recflow_schemas::{Event, KafkaPos, Output, SourcePos, Str};
 use serde::{Deserialize, Serialize};
 
+use crate::replay::{PartitionKey, PartitionTracker, StoredOffsets};
 use crate::{retry_if, BatchConfig, Batcher, RawRow, RetryConfig, RetryPolicy, Sink, SinkError};
 
 /// Modern `user_behaviors` DDL (DateTime64, TTL, LowCardinality, insert dedup).
@@ -64,6 +73,11 @@ pub const USER_BEHAVIORS_COUNT_QUERY: &str = "SELECT uniqExact(event_id) FROM {d
 
 /// Table the sink inserts into.
 pub const TABLE: &str = "user_behaviors";
+
+/// The offsets of one partition already stored from a point on; binds tenant, topic, partition, from.
+/// `tenant_id` (every row of a tenant's topic has it) lets the primary key and partitions prune.
+pub const STORED_OFFSETS_QUERY: &str = "SELECT source_offset FROM user_behaviors \
+    WHERE tenant_id = ? AND source_topic = ? AND source_partition = ? AND source_offset >= ?";
 
 /// Connection, batching and retry settings of the ClickHouse sink (`[clickhouse]` in config).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -392,6 +406,10 @@ pub struct ClickHouseStats {
     pub last_batch_rows: usize,
     /// Wall time of the last acknowledged insert including its retries.
     pub last_batch_latency: Option<Duration>,
+    /// Replayed rows dropped because the table already held their (topic, partition, offset).
+    pub rows_skipped: u64,
+    /// Stored-offset look-ups made (one per partition run, see [`crate::replay`]).
+    pub offset_lookups: u64,
 }
 
 /// One buffered row: the event and where it came from.
@@ -399,6 +417,20 @@ pub struct ClickHouseStats {
 struct Pending {
     event: Box<Event>,
     source: RowSource,
+    /// First row of a new run of its partition: earlier rows of that partition
+    /// must be in the table before the stored offsets are looked up.
+    run_start: bool,
+}
+
+impl Pending {
+    fn new(event: Event, source: RowSource) -> Self {
+        Pending { event: Box::new(event), source, run_start: false }
+    }
+
+    /// The Kafka partition of the row; `None` for file input.
+    fn partition(&self) -> Option<PartitionKey> {
+        (!self.source.topic.is_empty()).then(|| (self.source.topic.clone(), self.source.partition))
+    }
 }
 
 /// Inserts every `Output::Raw` event into `user_behaviors` in batches of `batch_rows` rows or `batch_max_age_secs`.
@@ -415,6 +447,8 @@ pub struct ClickHouseSink {
     pending: Batcher<Pending>,
     /// Rows of due batches not yet acknowledged, oldest first; empty unless the server failed.
     held: Vec<Pending>,
+    /// What the table holds of each partition's replayed range.
+    replay: PartitionTracker,
     stats: ClickHouseStats,
 }
 
@@ -452,6 +486,7 @@ impl ClickHouseSink {
             batch,
             pending: Batcher::new(batch),
             held: Vec::new(),
+            replay: PartitionTracker::default(),
             stats: ClickHouseStats::default(),
         })
     }
@@ -496,19 +531,17 @@ impl ClickHouseSink {
         &mut self,
         rows: impl IntoIterator<Item = (&'a Event, Option<&'a SourcePos>)>,
     ) -> Result<(), SinkError> {
-        self.accept(
-            rows.into_iter().map(|(e, p)| Pending {
-                event: Box::new(e.clone()),
-                source: p.map(RowSource::from).unwrap_or_default(),
-            }),
-        )
+        self.accept(rows.into_iter().map(|(e, p)| Pending::new(e.clone(), p.map(RowSource::from).unwrap_or_default())))
     }
 
     fn accept(&mut self, rows: impl Iterator<Item = Pending>) -> Result<(), SinkError> {
         // Rows held from a failed insert go first; until they are in, take nothing new.
         self.insert_held()?;
         let mut failure = None;
-        for row in rows {
+        for mut row in rows {
+            if let Some(key) = row.partition() {
+                row.run_start = self.replay.accept(&key, row.source.offset);
+            }
             if failure.is_some() {
                 // The server is down mid-call: keep the rest of this call, in order.
                 self.held.push(row);
@@ -532,28 +565,39 @@ impl ClickHouseSink {
     /// Inserts the held rows in batches of at most `batch_rows`, oldest first.
     fn insert_held(&mut self) -> Result<(), SinkError> {
         while !self.held.is_empty() {
-            let n = self.held.len().min(self.batch.max_rows);
+            let n = batch_len(&self.held, self.batch.max_rows);
             self.insert_batch(n)?;
             self.held.drain(..n);
         }
         Ok(())
     }
 
-    /// Inserts `held[..n]` as one INSERT, retrying the identical batch with backoff.
+    /// Inserts `held[..n]` less the rows the table already holds as one INSERT, retrying with backoff.
     fn insert_batch(&mut self, n: usize) -> Result<(), SinkError> {
         let rows = &self.held[..n];
-        let token =
-            (self.dialect == ServerDialect::Modern).then(|| dedup_token(rows.iter().map(|p| (&*p.event, &p.source))));
         let started = Instant::now();
         // Cells: retry_if's predicate is `Fn`, and both closures count.
         let (errors, retries) = (Cell::new(0u64), Cell::new(0u64));
-        let (rt, client, dialect) = (&self.rt, &self.client, self.dialect);
+        let (skipped, lookups) = (Cell::new(0u64), Cell::new(0u64));
+        let (rt, client, dialect, replay) = (&self.rt, &self.client, self.dialect, &mut self.replay);
         let result = retry_if(
             &self.retry,
             || {
-                let r = rt.block_on(insert_rows(client, dialect, rows, token.as_deref()));
+                let r = rt.block_on(async {
+                    lookups.set(lookups.get() + lookup_stored(client, replay, rows).await?);
+                    let fresh = not_stored(replay, rows);
+                    skipped.set((rows.len() - fresh.len()) as u64);
+                    if fresh.is_empty() {
+                        return Ok(());
+                    }
+                    let token = (dialect == ServerDialect::Modern)
+                        .then(|| dedup_token(fresh.iter().map(|p| (&*p.event, &p.source))));
+                    insert_rows(client, dialect, &fresh, token.as_deref()).await
+                });
                 if r.is_err() {
                     errors.set(errors.get() + 1);
+                    // The insert may have landed (a timeout): ask the table again before the retry.
+                    rows.iter().filter_map(Pending::partition).for_each(|k| replay.forget(&k));
                 }
                 r
             },
@@ -566,9 +610,14 @@ impl ClickHouseSink {
         let stats = &mut self.stats;
         stats.errors += errors.get();
         stats.retries += retries.get();
+        stats.offset_lookups += lookups.get();
         match result {
             Ok(()) => {
-                stats.rows_inserted += n as u64;
+                stats.rows_skipped += skipped.get();
+                if skipped.get() > 0 {
+                    tracing::info!(rows = skipped.get(), "clickhouse: replayed rows already stored, skipped");
+                }
+                stats.rows_inserted += n as u64 - skipped.get();
                 stats.batches_inserted += 1;
                 stats.last_batch_rows = n;
                 stats.last_batch_latency = Some(started.elapsed());
@@ -582,11 +631,76 @@ impl ClickHouseSink {
     }
 }
 
+/// Rows of `held` for the next INSERT: at most `max`, and cut before a row
+/// starting a new run of a partition that already has rows in the batch, so
+/// those are in the table before its stored offsets are looked up.
+fn batch_len(held: &[Pending], max: usize) -> usize {
+    let n = held.len().min(max.max(1));
+    let mut in_batch: HashSet<PartitionKey> = HashSet::new();
+    for (i, p) in held[..n].iter().enumerate() {
+        let Some(key) = p.partition() else { continue };
+        if p.run_start && in_batch.contains(&key) {
+            return i;
+        }
+        in_batch.insert(key);
+    }
+    n
+}
+
+/// Looks up the stored offsets from every row that starts a run of its
+/// partition, and from the first row of a partition a failed insert left
+/// unknown ([`batch_len`] makes either the partition's first row in `rows`);
+/// returns how many look-ups it made.
+async fn lookup_stored(
+    client: &clickhouse::Client,
+    replay: &mut PartitionTracker,
+    rows: &[Pending],
+) -> clickhouse::error::Result<u64> {
+    let mut n = 0;
+    for p in rows {
+        let Some(key) = p.partition() else { continue };
+        if p.run_start || replay.needs_lookup(&key) {
+            let stored = stored_offsets(client, &p.event.tenant_id, &key, p.source.offset).await?;
+            tracing::debug!(topic = %key.0, partition = key.1, from = p.source.offset, stored = stored.len(), "clickhouse: stored offsets");
+            replay.set_stored(&key, stored);
+            n += 1;
+        }
+    }
+    Ok(n)
+}
+
+/// The offsets of `key` at or above `from` that `user_behaviors` holds, streamed into a compact set.
+async fn stored_offsets(
+    client: &clickhouse::Client,
+    tenant: &str,
+    key: &PartitionKey,
+    from: i64,
+) -> clickhouse::error::Result<StoredOffsets> {
+    let mut cursor =
+        client.query(STORED_OFFSETS_QUERY).bind(tenant).bind(key.0.as_str()).bind(key.1).bind(from).fetch::<i64>()?;
+    let mut set = StoredOffsets::starting_at(from);
+    while let Some(offset) = cursor.next().await? {
+        set.insert(offset);
+    }
+    set.seal();
+    Ok(set)
+}
+
+/// The rows of `rows` whose (topic, partition, offset) the table does not hold yet.
+fn not_stored<'r>(replay: &mut PartitionTracker, rows: &'r [Pending]) -> Vec<&'r Pending> {
+    rows.iter()
+        .filter(|p| match p.partition() {
+            Some(key) => !replay.is_stored(&key, p.source.offset),
+            None => true,
+        })
+        .collect()
+}
+
 /// One INSERT of `rows` in the dialect's row layout.
 async fn insert_rows(
     client: &clickhouse::Client,
     dialect: ServerDialect,
-    rows: &[Pending],
+    rows: &[&Pending],
     token: Option<&str>,
 ) -> clickhouse::error::Result<()> {
     match dialect {
@@ -622,10 +736,9 @@ impl Sink for ClickHouseSink {
     /// Buffers the raw events; inserts each batch when due. `Err`: see the module docs.
     fn write(&mut self, batch: &[Output]) -> Result<(), SinkError> {
         self.accept(batch.iter().filter_map(|o| match o {
-            Output::Raw(e) => Some(Pending {
-                event: Box::new(e.event.clone()),
-                source: e.source.as_ref().map(RowSource::from).unwrap_or_default(),
-            }),
+            Output::Raw(e) => {
+                Some(Pending::new(e.event.clone(), e.source.as_ref().map(RowSource::from).unwrap_or_default()))
+            }
             _ => None,
         }))
     }
@@ -756,6 +869,21 @@ mod tests {
         assert_ne!(t1, dedup_token([(&b, &s), (&a, &s)]));
         assert_ne!(t1, dedup_token([(&a, &s)]));
         assert!(t1.starts_with("recflow-") && t1.len() == 40);
+    }
+
+    #[test]
+    fn a_batch_ends_before_a_rewind_of_a_partition_it_holds() {
+        let row = |partition: i32, offset: i64, run_start: bool| Pending {
+            run_start,
+            ..Pending::new(event(offset), RowSource { topic: "user-behaviors-t1".into(), partition, offset })
+        };
+        let file = Pending::new(event(0), RowSource::default());
+        // p0 starts, p1 starts (its own first run: no cut), p0 rewinds: cut before it.
+        let held = vec![row(0, 10, true), row(0, 11, false), row(1, 5, true), file.clone(), row(0, 3, true)];
+        assert_eq!(batch_len(&held, 100), 4);
+        assert_eq!(batch_len(&held, 2), 2, "the size limit still applies");
+        assert_eq!(batch_len(&held[4..], 100), 1, "a run start first in the batch is fine");
+        assert_eq!(file.partition(), None, "file rows are not tracked");
     }
 
     /// A sink pointed at a closed port: inserts fail fast, so buffering rules can be checked offline.

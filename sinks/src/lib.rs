@@ -12,6 +12,7 @@ pub mod kafka;
 pub mod mongo;
 pub mod raw_log_file;
 pub mod redis;
+pub mod replay;
 
 pub use self::redis::{RedisConfig, RedisSink, RedisStats};
 pub use crate::clickhouse::{ClickHouseConfig, ClickHouseSink, ClickHouseStats, RowSource, ServerDialect};
@@ -21,7 +22,7 @@ pub use embedded::{EmbeddedSink, EmbeddedStore, FieldValue};
 pub use error::SinkError;
 pub use file::{FileMode, SharedFile};
 pub use kafka::{KafkaSink, KafkaSinkConfig};
-pub use mongo::{MongoConfig, MongoDb, MongoSink};
+pub use mongo::{MongoConfig, MongoDb, MongoProfiles, MongoSink};
 pub use raw_log_file::{RawLogFileSink, RawRow};
 
 /// A destination for pipeline outputs.

@@ -17,7 +17,7 @@ use mongodb::error::{Error as MongoError, ErrorKind};
 use mongodb::options::{ClientOptions, IndexOptions};
 use mongodb::sync::{Client, Database};
 use mongodb::IndexModel;
-use recflow_schemas::{Item, Output, ProfileDoc};
+use recflow_schemas::{Item, Output, ProfileDoc, Str};
 use serde::Deserialize;
 
 use crate::batcher::{retry_if, RetryPolicy};
@@ -38,6 +38,9 @@ const DUPLICATE_KEY: i32 = 11000;
 const TRANSIENT_CODES: [i32; 12] = [6, 7, 89, 91, 189, 262, 9001, 10107, 11600, 11602, 13435, 13436];
 /// Bytes of statements per `update` command; well under the 16 MiB command limit.
 const MAX_REQUEST_BYTES: usize = 8 << 20;
+/// Keys per `find` of [`MongoProfiles::load_profiles`]: the `$in` list and its
+/// answer (~1 KiB a profile) stay far below the 16 MiB document limit.
+const LOAD_CHUNK: usize = 1000;
 
 /// Where MongoDB is and how hard to retry.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
@@ -484,6 +487,54 @@ impl MongoDb {
             return Err(backend("put scenario: duplicate-key error"));
         }
         Ok(())
+    }
+}
+
+/// Reads stored profiles back, for the profile operator rebuilding its state after a restart.
+#[derive(Clone, Debug)]
+pub struct MongoProfiles {
+    db: MongoDb,
+}
+
+impl MongoProfiles {
+    /// A handle for `cfg`; connects lazily (fails only on a malformed URL), reads retry with its backoff.
+    pub fn connect(cfg: &MongoConfig) -> Result<Self, SinkError> {
+        Ok(MongoProfiles { db: MongoDb::new(cfg)? })
+    }
+
+    /// The stored profiles of the (tenant, user, scenario) `keys` that have one, in the order of
+    /// `keys` (each once); keys without a document are simply absent. Blocking.
+    ///
+    /// Queried by `_id` (`$in`, [`LOAD_CHUNK`] keys a request): the primary
+    /// index, the one filter nx-27017 does not answer by scanning.
+    pub fn load_profiles(&self, keys: &[(Str, Str, Str)]) -> Result<Vec<ProfileDoc>, SinkError> {
+        let mut ids: Vec<String> = keys.iter().map(|(t, u, s)| natural_id(&[t, u, s])).collect();
+        // First occurrence wins: the answer follows `keys` without repeats.
+        let mut seen = std::collections::HashSet::new();
+        ids.retain(|id| seen.insert(id.clone()));
+        let mut found: HashMap<String, ProfileDoc> = HashMap::with_capacity(ids.len());
+        for chunk in ids.chunks(LOAD_CHUNK) {
+            for (id, doc) in self.find_profiles(chunk)? {
+                found.insert(id, doc);
+            }
+        }
+        Ok(ids.iter().filter_map(|id| found.remove(id)).collect())
+    }
+
+    /// The profiles stored under `ids`, with their `_id`.
+    fn find_profiles(&self, ids: &[String]) -> Result<Vec<(String, ProfileDoc)>, SinkError> {
+        let raw: Vec<Document> = self.db.with_retry("load profiles", |db| {
+            let cursor = db.collection::<Document>(PROFILES).find(doc! { "_id": { "$in": ids } }).run()?;
+            Ok(cursor.collect::<Result<Vec<_>, _>>()?)
+        })?;
+        raw.into_iter()
+            .map(|d| {
+                let id = d.get_str("_id").map_err(|e| backend(format!("profile without a string _id: {e}")))?;
+                let id = id.to_string();
+                let doc = bson::from_document(d).map_err(|e| backend(format!("bad profile document {id}: {e}")))?;
+                Ok((id, doc))
+            })
+            .collect()
     }
 }
 

@@ -3,11 +3,13 @@
 //! holds — plus [`dump`], which renders a Redis exactly like the embedded dump
 //! so end-to-end runs can be compared.
 //!
-//! Each `write` is one pipeline. Replaces (hot lists, metrics, profiles) are
-//! idempotent, so a whole pipeline may be re-sent after a connection error.
-//! HINCRBY is not: a pipeline that broke after the server applied part of it
-//! counts those increments twice when re-sent. Exactly-once item stats need
-//! offsets stored beside the data (a later issue).
+//! Each `write` is one pipeline, re-sent whole after a connection error.
+//! Every write in it is idempotent, so a re-sent pipeline, or a replay of
+//! outputs after a crash, leaves the state an uninterrupted run would:
+//! hot lists and metrics are replaced (atomically, by a Lua script) only by a
+//! strictly newer window, item-stats deltas are added once per (scenario,
+//! pane), and the profile cache is a plain SET of the full document. The
+//! versions hot lists and item stats need live under [`BOOKKEEPING_PREFIX`].
 
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap};
@@ -28,10 +30,14 @@ use crate::{retry_if, RetryConfig, RetryPolicy, Sink, SinkError};
 
 /// Prefix of the hot-list ZSETs.
 const HOT_PREFIX: &str = "hot:items:";
-/// Prefix of the temp ZSETs a hot list is built in before the RENAME.
-const TMP_PREFIX: &str = "tmp:";
-/// TTL of a temp ZSET: only matters when a pipeline dies between ZADD and RENAME.
-const TMP_TTL_SECS: u64 = 300;
+/// Prefix of every bookkeeping key the sink keeps beside the MISSION.md
+/// layout: the last version written of a key, so a replay after a crash never
+/// regresses or double-applies it. `recflow:v:{hot key}` holds a hot list's
+/// `window_end` (STRING, same TTL as the list); `recflow:v:{item stats key}`
+/// is a HASH scenario -> last applied `pane_end` (no TTL, like item stats).
+/// Metrics need none: their `window_start` field is the version.
+/// Comparisons with the embedded store ignore this prefix.
+pub const BOOKKEEPING_PREFIX: &str = "recflow:v:";
 /// Keys per SCAN step in [`dump`].
 const SCAN_COUNT: u64 = 1000;
 /// Connect/read/write timeout of [`dump`].
@@ -106,8 +112,6 @@ pub struct RedisSink {
     ttls: Ttls,
     timeout: Duration,
     policy: RetryPolicy,
-    /// Makes temp key names unique per sink, so two writers never share one.
-    tmp_token: String,
     stats: Arc<RedisStats>,
 }
 
@@ -145,14 +149,12 @@ impl RedisSink {
                 return Err(backend_error(format!("redis.{name} must be > 0")));
             }
         }
-        static SINKS: AtomicU64 = AtomicU64::new(0);
         Ok(RedisSink {
             client,
             conn: None,
             ttls: Ttls { hot: config.hot_ttl_secs, profile: config.profile_ttl_secs, metrics: config.metrics_ttl_secs },
             timeout: Duration::from_millis(config.timeout_ms),
             policy: config.retry.into(),
-            tmp_token: format!("{}_{}", std::process::id(), SINKS.fetch_add(1, Ordering::Relaxed)),
             stats: Arc::default(),
         })
     }
@@ -185,7 +187,7 @@ impl RedisSink {
                 }
                 let r = match conn {
                     Some(c) => pipe.exec(c),
-                    None => connect(client, *timeout).and_then(|c| pipe.exec(conn.insert(c))),
+                    None => connect_with_scripts(client, *timeout).and_then(|c| pipe.exec(conn.insert(c))),
                 };
                 if let Err(e) = &r {
                     stats.errors.fetch_add(1, Ordering::Relaxed);
@@ -211,7 +213,7 @@ impl Sink for RedisSink {
     }
 
     fn write(&mut self, batch: &[Output]) -> Result<(), SinkError> {
-        let pipe = build_pipeline(batch, self.ttls, &self.tmp_token)?;
+        let pipe = build_pipeline(batch, self.ttls)?;
         if pipe.is_empty() {
             return Ok(());
         }
@@ -231,6 +233,24 @@ fn connect(client: &Client, timeout: Duration) -> Result<Connection, RedisError>
     Ok(c)
 }
 
+/// A connection on which every [`SCRIPTS`] body is loaded, so pipelines can use EVALSHA.
+///
+/// Loaded on every (re)connect: a restarted server has an empty script cache,
+/// and a restart always breaks the old connection first.
+fn connect_with_scripts(client: &Client, timeout: Duration) -> Result<Connection, RedisError> {
+    let mut c = connect(client, timeout)?;
+    let mut pipe = ::redis::pipe();
+    for script in SCRIPTS.all() {
+        pipe.cmd("SCRIPT").arg("LOAD").arg(script.body);
+    }
+    let shas: Vec<String> = pipe.query(&mut c)?;
+    if shas.iter().zip(SCRIPTS.all()).any(|(got, s)| *got != s.sha) {
+        // Would make every EVALSHA fail with NOSCRIPT forever: say why instead.
+        return Err(RedisError::from((ErrorKind::Client, "SCRIPT LOAD returned an unexpected SHA1")));
+    }
+    Ok(c)
+}
+
 /// Errors worth a reconnect and re-send: the server is unreachable, restarting or failing over.
 /// Anything else (a rejected command) would fail the same way again.
 fn is_transient(e: &RedisError) -> bool {
@@ -242,7 +262,10 @@ fn is_transient(e: &RedisError) -> bool {
             e.kind(),
             ErrorKind::Parse
                 | ErrorKind::Server(
-                    ServerErrorKind::BusyLoading
+                    // The script cache was flushed under us: a reconnect reloads it and the
+                    // re-sent pipeline is harmless (every versioned write checks its version).
+                    ServerErrorKind::NoScript
+                        | ServerErrorKind::BusyLoading
                         | ServerErrorKind::TryAgain
                         | ServerErrorKind::MasterDown
                         | ServerErrorKind::ClusterDown
@@ -283,11 +306,11 @@ fn select(batch: &[Output]) -> Vec<&Output> {
 }
 
 /// The one pipeline of a batch (empty if nothing is to be written).
-fn build_pipeline(batch: &[Output], ttls: Ttls, tmp_token: &str) -> Result<Pipeline, SinkError> {
+fn build_pipeline(batch: &[Output], ttls: Ttls) -> Result<Pipeline, SinkError> {
     let mut pipe = ::redis::pipe();
     for out in select(batch) {
         match out {
-            Output::Hot(l) => add_hot(&mut pipe, l, ttls.hot, tmp_token)?,
+            Output::Hot(l) => add_hot(&mut pipe, l, ttls.hot)?,
             Output::ItemStats(d) => add_item_stats(&mut pipe, d),
             Output::Metrics(w) => add_metrics(&mut pipe, w, ttls.metrics),
             Output::Profile(d) => add_profile(&mut pipe, d, ttls.profile)?,
@@ -297,63 +320,142 @@ fn build_pipeline(batch: &[Output], ttls: Ttls, tmp_token: &str) -> Result<Pipel
     Ok(pipe)
 }
 
-/// Atomic replace: build the list in a temp key, then MULTI RENAME + EXPIRE EXEC,
-/// so readers see the old list or the new one, never a mix.
-fn add_hot(pipe: &mut Pipeline, l: &HotList, ttl: u64, tmp_token: &str) -> Result<(), SinkError> {
-    let key = l.key();
-    if l.entries.is_empty() {
-        // Redis has no empty ZSET: an empty list deletes the key (as the embedded store does).
-        pipe.cmd("DEL").arg(&key).ignore();
-        return Ok(());
+/// A Lua script: its body (for SCRIPT LOAD) and SHA1 (for EVALSHA).
+struct LuaScript {
+    body: &'static str,
+    sha: String,
+}
+
+impl LuaScript {
+    fn new(body: &'static str) -> Self {
+        use sha1::Digest;
+        let sha = sha1::Sha1::digest(body.as_bytes()).iter().map(|b| format!("{b:02x}")).collect();
+        LuaScript { body, sha }
     }
+
+    /// Appends `EVALSHA sha #keys keys... args...` to `pipe`; the caller adds ARGV.
+    fn invoke<'p>(&self, pipe: &'p mut Pipeline, keys: &[&str]) -> &'p mut Pipeline {
+        let cmd = pipe.cmd("EVALSHA").arg(&self.sha).arg(keys.len());
+        for k in keys {
+            cmd.arg(*k);
+        }
+        cmd
+    }
+}
+
+/// The versioned writes. Each runs atomically in Redis, so a reader never sees
+/// a half-replaced key and a re-sent pipeline never applies a version twice.
+struct Scripts {
+    hot: LuaScript,
+    metrics: LuaScript,
+    item_stats: LuaScript,
+}
+
+impl Scripts {
+    fn all(&self) -> [&LuaScript; 3] {
+        [&self.hot, &self.metrics, &self.item_stats]
+    }
+}
+
+/// KEYS: hot ZSET, its version key. ARGV: window_end, TTL (s), then score, member pairs.
+/// Replaces the list only for a strictly newer window: after a crash the
+/// replay re-sends older windows and partial recomputations of the stored one.
+const HOT_LUA: &str = r#"
+local stored = tonumber(redis.call('GET', KEYS[2]))
+if stored and stored >= tonumber(ARGV[1]) then return 0 end
+redis.call('DEL', KEYS[1])
+for i = 3, #ARGV, 1000 do
+  redis.call('ZADD', KEYS[1], unpack(ARGV, i, math.min(i + 999, #ARGV)))
+end
+if #ARGV > 2 then redis.call('EXPIRE', KEYS[1], ARGV[2]) end
+redis.call('SET', KEYS[2], ARGV[1], 'EX', ARGV[2])
+return 1
+"#;
+
+/// KEYS: metrics HASH. ARGV: window_start, TTL (s), then field, value pairs
+/// (`window_start` among them: the stored field is the version).
+const METRICS_LUA: &str = r#"
+local stored = tonumber(redis.call('HGET', KEYS[1], 'window_start'))
+if stored and stored >= tonumber(ARGV[1]) then return 0 end
+redis.call('DEL', KEYS[1])
+for i = 3, #ARGV, 1000 do
+  redis.call('HSET', KEYS[1], unpack(ARGV, i, math.min(i + 999, #ARGV)))
+end
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+return 1
+"#;
+
+/// KEYS: item stats HASH, its version HASH. ARGV: scenario, pane_end, then action, count pairs.
+/// Adds a (scenario, pane) delta once: panes of one (tenant, scenario, item)
+/// arrive in increasing order from one worker, so "newer than the last
+/// applied" is "not applied yet".
+const ITEM_STATS_LUA: &str = r#"
+local stored = tonumber(redis.call('HGET', KEYS[2], ARGV[1]))
+if stored and stored >= tonumber(ARGV[2]) then return 0 end
+for i = 3, #ARGV, 2 do
+  redis.call('HINCRBY', KEYS[1], ARGV[i], ARGV[i + 1])
+end
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+return 1
+"#;
+
+static SCRIPTS: std::sync::LazyLock<Scripts> = std::sync::LazyLock::new(|| Scripts {
+    hot: LuaScript::new(HOT_LUA),
+    metrics: LuaScript::new(METRICS_LUA),
+    item_stats: LuaScript::new(ITEM_STATS_LUA),
+});
+
+/// The bookkeeping key of `key` (see [`BOOKKEEPING_PREFIX`]).
+pub fn version_key(key: &str) -> String {
+    format!("{BOOKKEEPING_PREFIX}{key}")
+}
+
+/// Versioned atomic replace of a hot list (an empty list deletes the key: Redis has no empty ZSET).
+fn add_hot(pipe: &mut Pipeline, l: &HotList, ttl: u64) -> Result<(), SinkError> {
+    let key = l.key();
     if let Some((item, _)) = l.entries.iter().find(|(_, s)| s.is_nan()) {
-        // Rejected before sending so nothing of the batch is applied (ZADD would refuse it mid-pipeline).
+        // Rejected before sending so nothing of the batch is applied (ZADD would refuse it mid-script).
         return Err(backend_error(format!("{key}: NaN score for item {item}")));
     }
-    let tmp = format!("{TMP_PREFIX}{key}:{}:{tmp_token}", l.window_end);
-    // DEL first: a re-sent pipeline must not add to a half-built temp list.
-    pipe.cmd("DEL").arg(&tmp).ignore();
-    let zadd = pipe.cmd("ZADD").arg(&tmp);
+    let cmd = SCRIPTS.hot.invoke(pipe, &[&key, &version_key(&key)]).arg(l.window_end).arg(ttl);
     for (item, score) in &l.entries {
-        zadd.arg(*score).arg(item.as_str());
+        cmd.arg(*score).arg(item.as_str());
     }
-    zadd.ignore();
-    pipe.cmd("EXPIRE").arg(&tmp).arg(TMP_TTL_SECS).ignore();
-    pipe.cmd("MULTI").ignore();
-    pipe.cmd("RENAME").arg(&tmp).arg(&key).ignore();
-    pipe.cmd("EXPIRE").arg(&key).arg(ttl).ignore();
-    pipe.cmd("EXEC").ignore();
+    cmd.ignore();
     Ok(())
 }
 
-/// HINCRBY per nonzero action; no TTL (MISSION.md gives none).
+/// Versioned HINCRBY per nonzero action; no TTL (MISSION.md gives none).
 fn add_item_stats(pipe: &mut Pipeline, d: &ItemStatsDelta) {
+    if d.counts.iter().all(|&c| c == 0) {
+        // Nothing to add: no key (as the embedded store), no version either.
+        return;
+    }
     let key = d.key();
+    let cmd = SCRIPTS.item_stats.invoke(pipe, &[&key, &version_key(&key)]).arg(d.scenario_id.as_str()).arg(d.pane_end);
     for (a, &c) in ACTIONS.iter().zip(&d.counts) {
         if c > 0 {
-            pipe.cmd("HINCRBY").arg(&key).arg(a.name()).arg(c).ignore();
+            cmd.arg(a.name()).arg(c);
         }
     }
+    cmd.ignore();
 }
 
-/// Atomic replace of the metrics hash: MULTI DEL + HSET + EXPIRE EXEC, so
-/// fields of an (experiment, variant) absent from this minute disappear.
+/// Versioned atomic replace of the metrics hash, so fields of an
+/// (experiment, variant) absent from this minute disappear.
 fn add_metrics(pipe: &mut Pipeline, w: &MetricsWindow, ttl: u64) {
     let key = w.key();
-    pipe.cmd("MULTI").ignore();
-    pipe.cmd("DEL").arg(&key).ignore();
+    let cmd = SCRIPTS.metrics.invoke(pipe, &[&key]).arg(w.window_start).arg(ttl);
     // The embedded store's field set and typing; FieldValue's Display is the Redis form
     // (f64 `{}` round-trips exactly).
-    let hset = pipe.cmd("HSET").arg(&key);
     for (field, v) in metrics_fields(w) {
-        hset.arg(field).arg(v.to_string());
+        cmd.arg(field).arg(v.to_string());
     }
-    hset.ignore();
-    pipe.cmd("EXPIRE").arg(&key).arg(ttl).ignore();
-    pipe.cmd("EXEC").ignore();
+    cmd.ignore();
 }
 
-/// SET of the profile JSON with its TTL.
+/// SET of the profile JSON with its TTL: unversioned, because after a restart
+/// the profile operator re-sends each user's full current document.
 fn add_profile(pipe: &mut Pipeline, d: &ProfileDoc, ttl: u64) -> Result<(), SinkError> {
     let json = serde_json::to_string(d)?;
     pipe.cmd("SET").arg(profile_key(&d.tenant_id, &d.user_id, &d.scenario_id)).arg(json).arg("EX").arg(ttl).ignore();
@@ -558,7 +660,7 @@ mod tests {
     }
 
     fn cmds(batch: &[Output]) -> Vec<Vec<String>> {
-        commands(&build_pipeline(batch, TTLS, "tok").unwrap())
+        commands(&build_pipeline(batch, TTLS).unwrap())
     }
 
     fn v(words: &[&str]) -> Vec<String> {
@@ -622,67 +724,102 @@ mod tests {
     }
 
     #[test]
-    fn hot_list_is_built_in_a_temp_key_then_renamed_in_a_transaction() {
+    fn hot_list_is_a_versioned_script_call() {
         let c = cmds(&[hot(Some("music"), 900, &[("a", 2.5), ("b", 0.1)])]);
-        let tmp = "tmp:hot:items:t1:vlog:music:900:tok";
+        let key = "hot:items:t1:vlog:music";
         assert_eq!(
             c,
-            vec![
-                v(&["DEL", tmp]),
-                v(&["ZADD", tmp, "2.5", "a", "0.1", "b"]),
-                v(&["EXPIRE", tmp, "300"]),
-                v(&["MULTI"]),
-                v(&["RENAME", tmp, "hot:items:t1:vlog:music"]),
-                v(&["EXPIRE", "hot:items:t1:vlog:music", "86400"]),
-                v(&["EXEC"]),
-            ]
+            vec![v(&[
+                "EVALSHA",
+                &SCRIPTS.hot.sha,
+                "2",
+                key,
+                "recflow:v:hot:items:t1:vlog:music",
+                "900",
+                "86400",
+                "2.5",
+                "a",
+                "0.1",
+                "b"
+            ])]
         );
-        assert_eq!(KeyKind::of(tmp), None, "temp keys are outside the dumped families");
+        assert_eq!(KeyKind::of(&version_key(key)), None, "bookkeeping keys are outside the dumped families");
     }
 
     #[test]
-    fn empty_hot_list_deletes_and_nan_is_refused() {
-        assert_eq!(cmds(&[hot(None, 900, &[])]), vec![v(&["DEL", "hot:items:t1:vlog"])]);
-        assert!(build_pipeline(&[hot(None, 900, &[("a", f64::NAN)])], TTLS, "tok").is_err());
+    fn empty_hot_list_still_goes_through_the_version_check_and_nan_is_refused() {
+        let c = cmds(&[hot(None, 900, &[])]);
+        assert_eq!(
+            c,
+            vec![v(&[
+                "EVALSHA",
+                &SCRIPTS.hot.sha,
+                "2",
+                "hot:items:t1:vlog",
+                "recflow:v:hot:items:t1:vlog",
+                "900",
+                "86400"
+            ])]
+        );
+        assert!(build_pipeline(&[hot(None, 900, &[("a", f64::NAN)])], TTLS).is_err());
     }
 
     #[test]
-    fn item_stats_hincrby_nonzero_actions_only() {
+    fn item_stats_are_versioned_by_scenario_and_pane() {
         let mut counts = [0; 12];
         counts[Action::AddCart.index()] = 2;
         counts[Action::Click.index()] = 7;
-        let d = |counts| {
-            Output::ItemStats(ItemStatsDelta { tenant_id: "t1".into(), item_id: "i9".into(), counts, pane_end: 0 })
+        let d = |counts, pane_end| {
+            Output::ItemStats(ItemStatsDelta {
+                tenant_id: "t1".into(),
+                scenario_id: "vlog".into(),
+                item_id: "i9".into(),
+                counts,
+                pane_end,
+            })
+        };
+        let call = |pane: &str| {
+            v(&[
+                "EVALSHA",
+                &SCRIPTS.item_stats.sha,
+                "2",
+                "item:stats:t1:i9",
+                "recflow:v:item:stats:t1:i9",
+                "vlog",
+                pane,
+                "click",
+                "7",
+                "add_cart",
+                "2",
+            ])
         };
         assert_eq!(
-            cmds(&[d(counts), d([0; 12]), d(counts)]),
-            vec![
-                v(&["HINCRBY", "item:stats:t1:i9", "click", "7"]),
-                v(&["HINCRBY", "item:stats:t1:i9", "add_cart", "2"]),
-                v(&["HINCRBY", "item:stats:t1:i9", "click", "7"]),
-                v(&["HINCRBY", "item:stats:t1:i9", "add_cart", "2"]),
-            ],
-            "every delta is applied, none deduplicated"
+            cmds(&[d(counts, 900), d([0; 12], 1800), d(counts, 1800)]),
+            vec![call("900"), call("1800")],
+            "every nonzero delta is sent; the script skips panes already applied"
         );
     }
 
     #[test]
-    fn metrics_replace_the_hash_in_a_transaction() {
+    fn metrics_are_a_versioned_script_call() {
         let c = cmds(&[metrics(60_000, 1, 100.0)]);
         let key = "metrics:realtime:t1:vlog";
-        assert_eq!(c.len(), 5);
-        assert_eq!(c[0], v(&["MULTI"]));
-        assert_eq!(c[1], v(&["DEL", key]));
-        assert_eq!(c[3], v(&["EXPIRE", key, "60"]));
-        assert_eq!(c[4], v(&["EXEC"]));
-        let hset: BTreeMap<&str, &str> = c[2][2..].chunks(2).map(|p| (p[0].as_str(), p[1].as_str())).collect();
-        assert_eq!(c[2][..2], v(&["HSET", key]));
+        assert_eq!(c.len(), 1);
+        assert_eq!(c[0][..6], v(&["EVALSHA", &SCRIPTS.metrics.sha, "1", key, "60000", "60"]));
+        let hset: BTreeMap<&str, &str> = c[0][6..].chunks(2).map(|p| (p[0].as_str(), p[1].as_str())).collect();
         assert_eq!(hset.len(), 16, "window_start + 15 metrics");
         assert_eq!(hset["window_start"], "60000");
         assert_eq!(hset["exp1:A:clicks"], "1");
         assert_eq!(hset["exp1:A:gmv"], "100");
         assert_eq!(hset["exp1:A:ctr"], "0.3333333333333333");
         assert_eq!(hset["exp1:A:ctr"].parse::<f64>().unwrap(), 1.0 / 3.0, "Display round-trips");
+    }
+
+    #[test]
+    fn scripts_have_distinct_shas_of_their_bodies() {
+        let shas: Vec<&str> = SCRIPTS.all().iter().map(|s| s.sha.as_str()).collect();
+        assert!(shas.iter().all(|s| s.len() == 40));
+        assert!(shas[0] != shas[1] && shas[1] != shas[2] && shas[0] != shas[2]);
     }
 
     #[test]
@@ -710,7 +847,7 @@ mod tests {
         ];
         let kept = select(&batch);
         assert_eq!(kept, vec![&batch[0], &batch[2], &batch[3], &batch[6], &batch[7]]);
-        assert!(build_pipeline(&[], TTLS, "tok").unwrap().is_empty());
+        assert!(build_pipeline(&[], TTLS).unwrap().is_empty());
     }
 
     #[test]
@@ -766,7 +903,7 @@ mod tests {
     fn metrics_written_then_read_back_equal_the_embedded_rendering() {
         let Output::Metrics(w) = metrics(60_000, 2, 19.99) else { unreachable!() };
         let c = cmds(&[Output::Metrics(w.clone())]);
-        let read_back = render(KeyKind::Metrics, c[2][2..].to_vec()).unwrap();
+        let read_back = render(KeyKind::Metrics, c[0][6..].to_vec()).unwrap();
         assert_eq!(read_back, hash_value(metrics_fields(&w)));
     }
 
@@ -804,6 +941,7 @@ mod tests {
         assert!(is_transient(&io(std::io::ErrorKind::BrokenPipe)));
         assert!(is_transient(&io(std::io::ErrorKind::TimedOut)));
         assert!(!is_transient(&RedisError::from((ErrorKind::Client, "bad"))));
+        assert!(is_transient(&RedisError::from((ErrorKind::Server(ServerErrorKind::NoScript), "flushed"))));
     }
 
     #[test]

@@ -25,7 +25,7 @@ fn stats(item: &str, pairs: &[(Action, u64)]) -> ItemStatsDelta {
     for (a, c) in pairs {
         counts[a.index()] = *c;
     }
-    ItemStatsDelta { tenant_id: "t1".into(), item_id: item.into(), counts, pane_end: 0 }
+    ItemStatsDelta { tenant_id: "t1".into(), scenario_id: "vlog".into(), item_id: item.into(), counts, pane_end: 0 }
 }
 
 fn profile(user: &str, updated_window: i64, clicks: u64) -> ProfileDoc {

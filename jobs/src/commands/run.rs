@@ -13,7 +13,8 @@ use clap::Args;
 use recflow_operators::profile::ProfileStore;
 use recflow_operators::{Counters, IngestConfig};
 use recflow_schemas::Validator;
-use recflow_sinks::{EmbeddedStore, FileMode, MongoConfig, MongoDb, SharedFile, Sink};
+use recflow_sinks::mongo::MongoProfiles;
+use recflow_sinks::{EmbeddedStore, FileMode, MongoConfig, SharedFile, Sink};
 use recflow_sources::generator::{write_catalog, write_events, GenConfig};
 use recflow_sources::{Catalog, JsonlFile, JsonlSource, KafkaSource, PartitionTimes, Poll, Source};
 
@@ -418,7 +419,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<(Arc<EmbeddedStore>, RunStats)> {
 /// Services mode: each user's profile continues from its Mongo document.
 fn profile_store(mongo: &Option<MongoConfig>) -> anyhow::Result<Option<Box<dyn ProfileStore>>> {
     Ok(match mongo {
-        Some(m) => Some(Box::new(MongoProfileStore::new(MongoDb::new(m)?))),
+        Some(m) => Some(Box::new(MongoProfileStore::new(MongoProfiles::connect(m)?))),
         None => None,
     })
 }

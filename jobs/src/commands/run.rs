@@ -181,6 +181,11 @@ where
             if flushed.load(Ordering::Acquire) {
                 let since = *stopped_at.get_or_insert_with(Instant::now);
                 if since.elapsed() >= STOP_GRACE {
+                    // Open windows are left to the replay: drop the dataflow unfinished
+                    // (timely would otherwise step until it completes).
+                    for id in worker.installed_dataflows() {
+                        worker.drop_dataflow(id);
+                    }
                     tracing::info!(worker = worker.index(), "stopped: sinks flushed, offsets committed");
                     return Ok(());
                 }

@@ -6,15 +6,15 @@ use serde_json::Value;
 
 /// Keys of a dump that belong to tenants `{prefix}_*` (other tests share the services).
 ///
-/// The sinks' bookkeeping keys ([`recflow_sinks::redis::BOOKKEEPING_PREFIX`]:
-/// versions stored beside the data) are not part of the MISSION.md layout
-/// the embedded store holds, so they are never compared.
+/// recflow's own bookkeeping keys (`recflow:*`: versions stored beside the
+/// data, partition times beside the offsets) are not part of the MISSION.md
+/// layout the embedded store holds, so they are never compared.
 pub fn ours(v: &Value, prefix: &str) -> BTreeMap<String, Value> {
     let tenant = format!(":{prefix}_");
     v.as_object()
         .map(|o| {
             o.iter()
-                .filter(|(k, _)| k.contains(&tenant) && !k.starts_with(recflow_sinks::redis::BOOKKEEPING_PREFIX))
+                .filter(|(k, _)| k.contains(&tenant) && !k.starts_with("recflow:"))
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect()
         })

@@ -23,4 +23,5 @@ pub fn unique(prefix: &str) -> String {
 
 pub mod cli;
 pub mod compare;
+pub mod scenario;
 pub mod workload;

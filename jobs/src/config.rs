@@ -203,6 +203,15 @@ impl Config {
         }
     }
 
+    /// When an event's outputs are all emitted: the close of the last window it feeds.
+    pub fn release(&self) -> recflow_operators::time::Release {
+        recflow_operators::time::Release {
+            hot_window_ms: self.hot_items.window_secs as i64 * 1000,
+            hot_slide_ms: self.hot_items.slide_secs as i64 * 1000,
+            profile_window_ms: self.profiles.window_secs as i64 * 1000,
+        }
+    }
+
     /// Operator settings for the profile job.
     pub fn profile(&self) -> ProfileConfig {
         ProfileConfig {

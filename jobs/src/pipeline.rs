@@ -1,6 +1,8 @@
 //! The dataflow: sources -> ingest -> the four jobs -> sinks, one instance
 //! per timely worker, records exchanged between workers by key.
 
+use std::sync::atomic::AtomicBool;
+use std::sync::atomic::Ordering::{Acquire, Release};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -8,11 +10,12 @@ use timely::dataflow::channels::pact::{Exchange, Pipeline};
 use timely::dataflow::operators::core::{Concatenate, OkErr};
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 use timely::dataflow::operators::vec::Map;
-use timely::dataflow::{Scope, StreamVec};
+use timely::dataflow::operators::{Capability, Probe};
+use timely::dataflow::{ProbeHandle, Scope, StreamVec};
 
 use recflow_operators::hot_items::{HotMerge, HotOut, HotPanes, HotRec};
 use recflow_operators::metrics::{MetPartial, MetricsMerge, MetricsPreAgg};
-use recflow_operators::profile::{ProfRec, ProfileWindows};
+use recflow_operators::profile::{ProfRec, ProfileStore, ProfileWindows};
 use recflow_operators::route::key_hash;
 use recflow_operators::windowed::windowed;
 use recflow_operators::{ingest, Counters, IngestConfig, Minute};
@@ -23,17 +26,22 @@ use recflow_sources::Source;
 use crate::config::Config;
 use crate::telemetry::SinkMetrics;
 
-/// Builds this worker's dataflow: all four jobs fed by `source`, results into `sinks`.
+/// Builds this worker's dataflow: all four jobs fed by `source`, results
+/// into `sinks`. The sinks' acknowledgements flow back to the source (a probe
+/// on the sink operator's output) so it commits only offsets whose outputs
+/// every sink of every worker acknowledged.
 pub fn build<'s>(
     scope: Scope<'s, Minute>,
     cfg: &Config,
     source: Box<dyn Source>,
     ingest_cfg: IngestConfig,
     sinks: Vec<Box<dyn Sink>>,
+    profile_store: Option<Box<dyn ProfileStore>>,
     ctx: SinkContext,
 ) {
     let counters: Arc<Counters> = ingest_cfg.counters.clone();
-    let streams = ingest(scope, source, ingest_cfg);
+    let sunk = ProbeHandle::new();
+    let streams = ingest(scope, source, ingest_cfg, sunk.clone());
 
     // Job 2: hot items (panes keyed by item, top-K merged per tenant/scenario).
     let by_item = Exchange::new(|r: &HotRec| key_hash(&[&r.tenant_id, &r.scenario_id, &r.item_id]));
@@ -48,7 +56,11 @@ pub fn build<'s>(
 
     // Job 3: user profiles keyed by (tenant, user, scenario).
     let by_user = Exchange::new(|r: &ProfRec| key_hash(&[&r.tenant_id, &r.user_id, &r.scenario_id]));
-    let profiles = windowed(streams.profile, by_user, "Profiles", ProfileWindows::new(cfg.profile(), counters.clone()));
+    let mut profile_logic = ProfileWindows::new(cfg.profile(), counters.clone());
+    if let Some(store) = profile_store {
+        profile_logic = profile_logic.with_store(store);
+    }
+    let profiles = windowed(streams.profile, by_user, "Profiles", profile_logic);
 
     // Job 4: metrics, pre-aggregated locally, merged per (tenant, scenario).
     let pre = windowed(streams.metrics, Pipeline, "MetricsPreAgg", MetricsPreAgg::default());
@@ -63,7 +75,7 @@ pub fn build<'s>(
         profiles.map(|p| Output::Profile(Arc::new(p))),
         metrics.map(Output::Metrics),
     ]);
-    sink_all(outputs, sinks, ctx);
+    sink_all(outputs, sinks, ctx).probe_with(&sunk);
 }
 
 /// What the sink operator shares with the rest of the process.
@@ -75,25 +87,44 @@ pub struct SinkContext {
     pub metrics: Option<SinkMetrics>,
     /// How often idle sinks get a `write(&[])` tick (age-based batch flushes).
     pub tick: Duration,
+    /// How often every sink is flushed so the offsets of acknowledged outputs can be committed.
+    pub checkpoint: Duration,
+    /// Set on SIGTERM/SIGINT: flush now, then the worker leaves.
+    pub shutdown: Arc<AtomicBool>,
+    /// Set by the sink operator once it flushed after `shutdown`.
+    pub flushed: Arc<AtomicBool>,
 }
 
 /// Hands every output batch to each sink, ticks idle sinks so age-based
 /// batches go out, and flushes when the input is done. A failing sink is
 /// reported once and skipped (service sinks retry inside `write` first).
-fn sink_all(stream: StreamVec<'_, Minute, Output>, mut sinks: Vec<Box<dyn Sink>>, ctx: SinkContext) {
+///
+/// Every `ctx.checkpoint` it flushes all sinks; once they acknowledged, it
+/// moves the capability of its (empty) output to the input frontier seen
+/// before the flush: the output's frontier is "everything before this time
+/// is acknowledged by every sink", which the source's probe reads. A failed
+/// sink never acknowledges again, so nothing after it is committed.
+fn sink_all<'s>(
+    stream: StreamVec<'s, Minute, Output>,
+    mut sinks: Vec<Box<dyn Sink>>,
+    ctx: SinkContext,
+) -> StreamVec<'s, Minute, ()> {
     let scope = stream.scope();
     let mut builder = OperatorBuilder::new("Sinks".to_owned(), scope);
     let activator = scope.activator_for(builder.operator_info().address);
     let mut input = builder.new_input(stream, Pipeline);
+    let (_acks, acked) = builder.new_output::<Vec<()>>();
     let mut failed = vec![false; sinks.len()];
     let mut retries_seen: Vec<u64> = sinks.iter().map(|s| s.retries()).collect();
     if let Some(m) = &ctx.metrics {
         sinks.iter().for_each(|s| m.register(s.name()));
     }
     let mut flushed = false;
-    builder.build(move |_caps| {
+    let mut last_checkpoint = Instant::now();
+    builder.build(move |caps| {
+        let mut held: Option<Capability<Minute>> = caps.into_iter().next();
         move |frontiers| {
-            let mut call = |i: usize, sinks: &mut Vec<Box<dyn Sink>>, batch: Option<&[Output]>| {
+            let mut call = |i: usize, sinks: &mut Vec<Box<dyn Sink>>, failed: &mut [bool], batch: Option<&[Output]>| {
                 if failed[i] {
                     return;
                 }
@@ -119,24 +150,44 @@ fn sink_all(stream: StreamVec<'_, Minute, Output>, mut sinks: Vec<Box<dyn Sink>>
             input.for_each(|_cap, data| {
                 got = true;
                 for i in 0..sinks.len() {
-                    call(i, &mut sinks, Some(data));
+                    call(i, &mut sinks, &mut failed, Some(data));
                 }
             });
-            if frontiers[0].frontier().is_empty() {
+            let frontier = frontiers[0].frontier().first().copied();
+            if frontier.is_none() {
                 if !flushed {
                     flushed = true;
                     for i in 0..sinks.len() {
-                        call(i, &mut sinks, None);
+                        call(i, &mut sinks, &mut failed, None);
+                    }
+                    if !failed.iter().any(|f| *f) {
+                        held = None;
                     }
                 }
                 return;
             }
-            if !got {
+            let stopping = ctx.shutdown.load(Acquire);
+            if last_checkpoint.elapsed() >= ctx.checkpoint || (stopping && !ctx.flushed.load(Acquire)) {
+                // Everything before `frontier` was received above; flushed, it is acknowledged.
+                last_checkpoint = Instant::now();
                 for i in 0..sinks.len() {
-                    call(i, &mut sinks, Some(&[]));
+                    call(i, &mut sinks, &mut failed, None);
+                }
+                if let (Some(h), Some(f), false) = (held.as_mut(), frontier, failed.iter().any(|f| *f)) {
+                    if f > *h.time() {
+                        h.downgrade(&f);
+                    }
+                }
+                if stopping {
+                    ctx.flushed.store(true, Release);
+                }
+            } else if !got {
+                for i in 0..sinks.len() {
+                    call(i, &mut sinks, &mut failed, Some(&[]));
                 }
             }
-            activator.activate_after(ctx.tick);
+            activator.activate_after(ctx.tick.min(ctx.checkpoint));
         }
     });
+    acked
 }

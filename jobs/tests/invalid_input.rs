@@ -123,7 +123,8 @@ fn make_dirty(clean: &[Vec<u8>], seed: u64) -> Dirty {
     let mut d = Dirty { text: Vec::new(), lines: 0, invalid: Vec::new(), line_of_clean: Vec::new(), blanks: 0 };
     d.insert(&mut rng, &clean[0]);
     for l in clean {
-        if rng.below(1000) < 15 {
+        // About one line in ten is invalid (issue #5: a stream with 10% invalid records).
+        if rng.below(1000) < 111 {
             let sample = &clean[rng.below(clean.len() as u64) as usize];
             d.insert(&mut rng, sample);
         }
@@ -165,6 +166,9 @@ fn invalid_lines_are_counted_dead_lettered_and_harmless() {
         "every kind of invalid line is present: {want_counts:?}, blanks {}",
         dirty.blanks
     );
+
+    let share = (dirty.invalid.len() as u64 + dirty.blanks) as f64 / dirty.lines as f64;
+    assert!((0.08..0.12).contains(&share), "about 10% of the lines are junk: {share:.3}");
 
     let base = run_pipeline(&cfg, clean_text, catalog.clone(), 2, 16 * 1024, true);
     assert!(rejected_by_reason(&base).is_empty());

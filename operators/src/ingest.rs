@@ -5,10 +5,13 @@
 //! at the watermark's minute, so downstream frontiers are the watermark.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::AtomicBool;
+use std::sync::atomic::Ordering::{Acquire, Relaxed};
 use std::sync::Arc;
+use std::time::Duration;
 
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
+use timely::dataflow::operators::probe::Handle as ProbeHandle;
 use timely::dataflow::operators::Capability;
 use timely::dataflow::{Scope, StreamVec};
 
@@ -18,7 +21,7 @@ use recflow_sources::{Catalog, Origin, Poll, Source};
 use crate::hot_items::HotRec;
 use crate::metrics::MetRec;
 use crate::profile::ProfRec;
-use crate::time::minute_of;
+use crate::time::{minute_of, Release};
 use crate::{Counters, Minute};
 
 /// Ingest knobs.
@@ -34,7 +37,11 @@ pub struct IngestConfig {
     pub batches_per_step: usize,
     /// How long to wait before polling again when the source had nothing
     /// (zero for files, a few ms for Kafka so an idle pipeline does not spin).
-    pub idle_poll: std::time::Duration,
+    pub idle_poll: Duration,
+    /// When each applied event's outputs are all emitted (commit ledger).
+    pub release: Release,
+    /// Set on SIGTERM/SIGINT: stop reading, keep windows open, commit what the sinks acknowledged.
+    pub shutdown: Arc<AtomicBool>,
 }
 
 /// The streams ingest produces.
@@ -75,8 +82,16 @@ fn dead_letter(
     }))
 }
 
-/// Builds the ingest operator for this worker over `source`.
-pub fn ingest<'s>(scope: Scope<'s, Minute>, mut source: Box<dyn Source>, cfg: IngestConfig) -> IngestStreams<'s> {
+/// Builds the ingest operator for this worker over `source`. `sunk` is the
+/// frontier of what every sink acknowledged: offsets it covers are committed.
+/// Raw-log rows and dead letters go out at the batch's time (the watermark),
+/// so each partition's rows reach the sinks in offset order.
+pub fn ingest<'s>(
+    scope: Scope<'s, Minute>,
+    mut source: Box<dyn Source>,
+    cfg: IngestConfig,
+    sunk: ProbeHandle<Minute>,
+) -> IngestStreams<'s> {
     let worker = scope.index();
     let mut builder = OperatorBuilder::new("Ingest".to_owned(), scope);
     let info = builder.operator_info();
@@ -92,10 +107,23 @@ pub fn ingest<'s>(scope: Scope<'s, Minute>, mut source: Box<dyn Source>, cfg: In
         let mut by_minute: BTreeMap<Minute, Buffers> = BTreeMap::new();
         let unknown = Str::new_inline("unknown");
         let mut tenants: Vec<(Str, u64)> = Vec::new();
+        let mut acked: Option<Option<Minute>> = None;
         move |_frontiers| {
             if caps.is_empty() {
                 return;
             }
+            let frontier = sunk.with_frontier(|f| f.first().copied());
+            if cfg.shutdown.load(Acquire) {
+                // Graceful stop: no more input, windows stay open (a restart replays
+                // them); commit everything the sinks acknowledged as soon as it is.
+                if acked != Some(frontier) {
+                    acked = Some(frontier);
+                    source.sunk_before(frontier, true);
+                }
+                activator.activate_after(Duration::from_millis(10));
+                return;
+            }
+            source.sunk_before(frontier, false);
             let mut finished = false;
             let mut progressed = false;
             for _ in 0..cfg.batches_per_step.max(1) {
@@ -114,6 +142,7 @@ pub fn ingest<'s>(scope: Scope<'s, Minute>, mut source: Box<dyn Source>, cfg: In
                 // Minute 0 is the initial capability, not a watermark (negative times clamp to it).
                 let cap_start = if now_min == 0 { i64::MIN } else { now_min as i64 * MINUTE_MS };
                 let mut running = batch.prior_max_ts;
+                let mut release = now_min;
                 let topic = match &batch.origin {
                     Origin::Kafka { topic, partition } => Some((Str::new(topic), *partition)),
                     Origin::File { .. } => None,
@@ -175,12 +204,18 @@ pub fn ingest<'s>(scope: Scope<'s, Minute>, mut source: Box<dyn Source>, cfg: In
                         continue;
                     }
                     running = running.max(ev.ts);
+                    release = release.max(cfg.release.of(ev.ts));
                     let buf = by_minute.entry(minute_of(ev.ts)).or_default();
                     buf.hot.push(HotRec::from(&ev));
                     buf.profile.push(ProfRec::from(&ev));
                     buf.metrics.push(MetRec::from(&ev));
-                    buf.log.push(Output::Raw(Box::new(RawEvent { event: ev, source })));
+                    by_minute
+                        .entry(now_min)
+                        .or_default()
+                        .log
+                        .push(Output::Raw(Box::new(RawEvent { event: ev, source })));
                 }
+                source.processed(release);
             }
             {
                 let (mut l, mut h, mut p, mut m) =
@@ -265,7 +300,9 @@ mod tests {
             catalog: Arc::new(Catalog::default()),
             counters,
             batches_per_step: 1,
-            idle_poll: std::time::Duration::ZERO,
+            idle_poll: Duration::ZERO,
+            release: Release { hot_window_ms: 3_600_000, hot_slide_ms: 900_000, profile_window_ms: 300_000 },
+            shutdown: Arc::new(AtomicBool::new(false)),
         }
     }
 
@@ -302,7 +339,7 @@ mod tests {
         timely::execute_directly(move |worker| {
             worker.dataflow::<Minute, _, _>(|scope| {
                 let src = VecSource(batches.lock().unwrap().take().unwrap_or_default(), i64::MIN);
-                let s = ingest(scope, Box::new(src), cfg(c));
+                let s = ingest(scope, Box::new(src), cfg(c), ProbeHandle::new());
                 s.hot.inspect_core(move |ev| {
                     if let Ok((stamp, rs)) = ev {
                         let t = *stamp.into_iter().next().expect("a singleton stamp");
@@ -348,8 +385,12 @@ mod tests {
         let batch = Mutex::new(Some(batch));
         timely::execute_directly(move |worker| {
             worker.dataflow::<Minute, _, _>(|scope| {
-                let s =
-                    ingest(scope, Box::new(VecSource::new(batch.lock().unwrap().take().into_iter().collect())), cfg(c));
+                let s = ingest(
+                    scope,
+                    Box::new(VecSource::new(batch.lock().unwrap().take().into_iter().collect())),
+                    cfg(c),
+                    ProbeHandle::new(),
+                );
                 s.log.inspect(move |o: &Output| l.lock().unwrap().push(o.clone()));
                 s.hot.inspect(move |r: &HotRec| a.lock().unwrap().push((r.event_id.to_string(), r.action)));
             });

@@ -1,5 +1,11 @@
 //! User profiles: per (tenant, user, scenario), 5-minute tumbling windows
 //! folded into a cumulative profile when each window closes.
+//!
+//! The cumulative part outlives any replay window, so a (re)started pipeline
+//! reads it back from where it was written ([`ProfileStore`], Mongo): a
+//! user's stored document is the base, and replayed windows it already
+//! contains (end <= its `updated_window`) are not added again; the stored
+//! document is re-sent instead so every sink holds it.
 
 use std::collections::BTreeMap;
 
@@ -67,6 +73,15 @@ impl From<&Event> for ProfRec {
     }
 }
 
+/// (tenant, user, scenario) of a stored profile.
+pub type ProfileKey = (Str, Str, Str);
+
+/// Where profiles written by earlier runs are read back.
+pub trait ProfileStore: Send {
+    /// The stored documents of those `keys` that exist (any order); retries inside.
+    fn load(&mut self, keys: &[ProfileKey]) -> Result<Vec<ProfileDoc>, String>;
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 struct UserKey {
     tenant: Str,
@@ -102,6 +117,33 @@ impl Default for Agg {
 }
 
 impl Agg {
+    /// The aggregate a stored document stands for. Its recent items get
+    /// synthetic times below the document's window end, in their order: every
+    /// later window's events are newer, so merging stays exact.
+    fn from_doc(d: &ProfileDoc) -> Self {
+        let mut watch_seconds = ExactSum::default();
+        watch_seconds.add(d.watch_seconds);
+        let mut active_hours = [0u64; 24];
+        for (h, n) in active_hours.iter_mut().zip(&d.active_hours) {
+            *h = *n;
+        }
+        let newest = d.updated_window - 1;
+        Agg {
+            counts: d.counts.0,
+            watch_seconds,
+            category_weights: d.category_counts.iter().map(|(c, w)| (c.clone(), *w)).collect(),
+            active_hours,
+            first_seen: d.first_seen,
+            last_active: d.last_active_at,
+            recent: d
+                .recent_items
+                .iter()
+                .enumerate()
+                .map(|(i, item)| (newest - i as i64, Str::default(), item.clone()))
+                .collect(),
+        }
+    }
+
     fn add(&mut self, r: ProfRec, weight: u32) {
         self.counts[r.action.index()] += 1;
         if r.action.is_watch() {
@@ -161,20 +203,70 @@ fn note_item(recent: &mut Vec<(i64, Str, Str)>, entry: (i64, Str, Str), keep: us
     recent.truncate(keep);
 }
 
+/// A user's cumulative profile.
+#[derive(Default)]
+struct User {
+    total: Agg,
+    /// End of the last window in `total` that came from the store (nothing
+    /// up to it is added again).
+    stored_until: i64,
+}
+
 /// The profile job's window logic.
 pub struct ProfileWindows {
     cfg: ProfileConfig,
     counters: Arc<Counters>,
     /// Cumulative aggregate over closed windows, per user.
-    users: HashMap<UserKey, Agg>,
+    users: HashMap<UserKey, User>,
     /// Window end -> per-user aggregate of that (still open) window.
     open: BTreeMap<i64, HashMap<UserKey, Agg>>,
+    store: Option<Box<dyn ProfileStore>>,
 }
 
 impl ProfileWindows {
-    /// Empty state.
+    /// Empty state; every user starts from nothing.
     pub fn new(cfg: ProfileConfig, counters: Arc<Counters>) -> Self {
-        ProfileWindows { cfg, counters, users: HashMap::default(), open: BTreeMap::new() }
+        ProfileWindows { cfg, counters, users: HashMap::default(), open: BTreeMap::new(), store: None }
+    }
+
+    /// Users seen for the first time start from their document in `store`.
+    pub fn with_store(mut self, store: Box<dyn ProfileStore>) -> Self {
+        self.store = Some(store);
+        self
+    }
+
+    /// Loads the stored profiles of the users of `window` not seen yet.
+    fn load_new_users(&mut self, window: &HashMap<UserKey, Agg>) {
+        let Some(store) = self.store.as_mut() else { return };
+        let keys: Vec<ProfileKey> = window
+            .keys()
+            .filter(|k| !self.users.contains_key(*k))
+            .map(|k| (k.tenant.clone(), k.user.clone(), k.scenario.clone()))
+            .collect();
+        if keys.is_empty() {
+            return;
+        }
+        let mut backoff = std::time::Duration::from_millis(100);
+        let docs = loop {
+            match store.load(&keys) {
+                Ok(docs) => break docs,
+                Err(e) => {
+                    // Without the stored base the profile would be wrong: wait (backpressure).
+                    tracing::warn!(error = %e, keys = keys.len(), "loading stored profiles failed; retrying");
+                    std::thread::sleep(backoff);
+                    backoff = (backoff * 2).min(std::time::Duration::from_secs(5));
+                }
+            }
+        };
+        for d in docs {
+            let key = UserKey { tenant: d.tenant_id.clone(), user: d.user_id.clone(), scenario: d.scenario_id.clone() };
+            self.users.insert(key, User { total: Agg::from_doc(&d), stored_until: d.updated_window });
+        }
+        for (t, u, s) in keys {
+            self.users
+                .entry(UserKey { tenant: t, user: u, scenario: s })
+                .or_insert_with(|| User { total: Agg::default(), stored_until: i64::MIN });
+        }
     }
 }
 
@@ -219,12 +311,19 @@ impl WindowLogic for ProfileWindows {
     fn close(&mut self, close: Minute, out: &mut Vec<ProfileDoc>) {
         let end = close as i64 * MINUTE_MS;
         let Some(window) = self.open.remove(&end) else { return };
+        self.load_new_users(&window);
         out.reserve(window.len());
         for (k, agg) in window {
-            let total = self.users.entry(k.clone()).or_default();
-            total.merge(agg, self.cfg.recent_items);
+            let user =
+                self.users.entry(k.clone()).or_insert_with(|| User { stored_until: i64::MIN, ..User::default() });
+            if end <= user.stored_until {
+                // A replayed window the stored profile already contains: re-send that.
+                out.push(document(&k, &user.total, user.stored_until, self.cfg.favorite_categories));
+                continue;
+            }
+            user.total.merge(agg, self.cfg.recent_items);
             self.counters.profile_windows.fetch_add(1, Relaxed);
-            out.push(document(&k, total, end, self.cfg.favorite_categories));
+            out.push(document(&k, &user.total, end, self.cfg.favorite_categories));
         }
     }
 }
@@ -260,6 +359,52 @@ mod tests {
             p.close(m, &mut out);
         }
         out
+    }
+
+    /// A store holding fixed documents.
+    struct Stored(Vec<ProfileDoc>);
+
+    impl ProfileStore for Stored {
+        fn load(&mut self, keys: &[ProfileKey]) -> Result<Vec<ProfileDoc>, String> {
+            Ok(self
+                .0
+                .iter()
+                .filter(|d| keys.contains(&(d.tenant_id.clone(), d.user_id.clone(), d.scenario_id.clone())))
+                .cloned()
+                .collect())
+        }
+    }
+
+    #[test]
+    fn a_restart_resumes_from_the_stored_profile_without_counting_twice() {
+        let m = 60_000;
+        let mut events = Vec::new();
+        // Three windows; 25 items so the recent list overflows, some items repeat.
+        for i in 0..25i64 {
+            events.push(rec(&format!("x{}", i % 22), Action::Play, i * 30_000, &format!("e{i:03}")));
+        }
+        events.push(rec("n7", Action::Impression, 11 * m, "e900"));
+        events.push(rec("x3", Action::Like, 14 * m, "e901"));
+        let uninterrupted = run(events.clone());
+        let (w2, w3) = (&uninterrupted[1], &uninterrupted[2]);
+        assert_eq!((w2.updated_window, w3.updated_window), (10 * m, 15 * m));
+        // Crash after window 2 was stored; the replay starts inside window 2.
+        let replay: Vec<ProfRec> = events.into_iter().filter(|r| r.ts >= 7 * m).collect();
+        let mut p = ProfileWindows::new(ProfileConfig::default(), Arc::new(Counters::new(1)))
+            .with_store(Box::new(Stored(vec![w2.clone()])));
+        let mut closes = std::collections::BTreeSet::new();
+        for r in replay {
+            p.absorb(r, &mut |c| {
+                closes.insert(c);
+            });
+        }
+        let mut out = Vec::new();
+        for c in closes {
+            p.close(c, &mut out);
+        }
+        assert_eq!(out.len(), 2);
+        assert_eq!(&out[0], w2, "the partial replay of window 2 re-sends the stored profile");
+        assert_eq!(&out[1], w3, "window 3 on the stored base equals the uninterrupted run");
     }
 
     #[test]

@@ -27,12 +27,43 @@ pub fn close_minute(end_ms: i64) -> Minute {
     minute_of(end_ms - 1)
 }
 
+/// The last timely time at which any job emits an output that depends on
+/// an event: the close of the last window the event feeds. The commit
+/// ledger waits for the sinks to pass it before the event's offset is committed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Release {
+    pub hot_window_ms: i64,
+    pub hot_slide_ms: i64,
+    pub profile_window_ms: i64,
+}
+
+impl Release {
+    /// The release time of an applied event at `ts_ms` (metrics close after its own minute).
+    pub fn of(&self, ts_ms: i64) -> Minute {
+        let hot = close_minute(window_start(ts_ms, self.hot_slide_ms) + self.hot_window_ms);
+        let profile = close_minute(window_start(ts_ms, self.profile_window_ms) + self.profile_window_ms);
+        hot.max(profile).max(minute_of(ts_ms))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     const H: i64 = 3_600_000;
     const Q: i64 = 900_000;
+
+    #[test]
+    fn release_is_the_last_window_close_an_event_feeds() {
+        let r = Release { hot_window_ms: H, hot_slide_ms: Q, profile_window_ms: 300_000 };
+        // 10:07: in hot windows ending 10:15 .. 11:00; the last closes at minute 10:59.
+        assert_eq!(r.of(10 * H + 7 * 60_000), (10 * 60 + 59) as Minute);
+        // Exactly 10:15 starts a window: its last is [10:15, 11:15), closing at 11:14.
+        assert_eq!(r.of(10 * H + Q), (11 * 60 + 14) as Minute);
+        // A profile window longer than the hot one decides.
+        let long = Release { hot_window_ms: Q, hot_slide_ms: Q, profile_window_ms: H };
+        assert_eq!(long.of(10 * H + 1), (10 * 60 + 59) as Minute);
+    }
 
     #[test]
     fn event_on_a_boundary_belongs_to_the_window_it_starts() {

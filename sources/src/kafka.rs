@@ -8,12 +8,14 @@
 //! out. [`Source::max_ts_floor`] is the min over the worker's non-idle
 //! partitions (see [`PartitionTracker::floor`]).
 //!
-//! Offsets: auto-commit is off. [`KafkaCommitter::positions`] snapshots, per
-//! assigned partition, the offset after the last record handed out; the
-//! pipeline commits such a snapshot with [`KafkaCommitter::commit`] only after
-//! the sinks flushed everything produced from it (at-least-once). Exactly-once
-//! (offsets stored beside the sink data) is a later step: on a rebalance or
-//! restart, records handed out after the last commit are read again.
+//! Offsets: auto-commit is off. Every batch handed out enters a
+//! [`CommitLedger`]; the dataflow reports the batch's release time
+//! ([`Source::processed`]) and how far every sink has acknowledged
+//! ([`Source::sunk_before`]), and the source commits what that covers, at
+//! most every `commit_interval_ms`. Each commit carries the partition's max
+//! event time before the committed offset as commit metadata (as Kafka
+//! Streams stores its partition time), so a restarted member judges lateness
+//! of the replayed records exactly as the first run did.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -29,6 +31,7 @@ use serde::{Deserialize, Serialize};
 
 use recflow_schemas::Validator;
 
+use crate::ledger::CommitLedger;
 use crate::{Batch, Origin, Poll, Record, Rejected, Source};
 
 /// Prefix of the per-tenant input topics.
@@ -66,6 +69,9 @@ pub struct KafkaConfig {
     /// End the input after this long without any message or rebalance, counted from the first
     /// assignment (backfills, tests); `None` = run until stopped.
     pub exit_when_idle_ms: Option<u64>,
+    /// Most time between offset commits (ms); also bounds what a restart re-reads beyond the
+    /// open windows. Commits happen only for records whose outputs every sink acknowledged.
+    pub commit_interval_ms: u64,
     /// Extra librdkafka properties, applied last (they override the above).
     pub properties: BTreeMap<String, String>,
 }
@@ -84,6 +90,7 @@ impl Default for KafkaConfig {
             metadata_refresh_ms: 5000,
             statistics_interval_ms: 5000,
             exit_when_idle_ms: None,
+            commit_interval_ms: 5000,
             properties: BTreeMap::new(),
         }
     }
@@ -190,6 +197,14 @@ impl PartitionTracker {
     pub fn assign(&mut self, key: PartitionKey) {
         let now = self.listened;
         self.parts.entry(key).or_insert(PartState { max_ts: i64::MIN, last_activity: now });
+    }
+
+    /// The partition's max event time before its committed offset, from
+    /// the commit metadata: a replay judges lateness as the first run did.
+    pub fn restore(&mut self, key: &PartitionKey, max_ts: i64) {
+        if let Some(p) = self.parts.get_mut(key) {
+            p.max_ts = p.max_ts.max(max_ts);
+        }
     }
 
     /// A partition was revoked; its state is dropped.
@@ -341,6 +356,10 @@ struct Shared {
     exclude: Vec<String>,
     /// Consumer lag per partition from the last librdkafka statistics (Fetch high watermark).
     lag: Mutex<HashMap<(String, i32), i64>>,
+    /// Batches handed out and not yet committable.
+    ledger: Mutex<CommitLedger>,
+    /// Committable positions not yet committed: (next offset, max event time before it).
+    due: Mutex<HashMap<PartitionKey, (i64, i64)>>,
 }
 
 /// Consumer context recording rebalances and pausing excluded topics.
@@ -415,6 +434,13 @@ impl ConsumerContext for Ctx {
                 pos.remove(p);
             }
             drop(pos);
+            let (mut ledger, mut due) = (lock(&self.0.ledger), lock(&self.0.due));
+            for (t, p) in &pairs {
+                let key: PartitionKey = (Arc::from(t.as_str()), *p);
+                ledger.revoke(&key);
+                due.remove(&key);
+            }
+            drop((ledger, due));
             tracing::info!(partitions = pairs.len(), "kafka partitions revoked");
             lock(&self.0.changes).push(Change::Revoked(pairs));
             self.0.changed.store(true, Ordering::Release);
@@ -457,6 +483,8 @@ pub type Position = (String, i32, i64);
 pub struct KafkaCommitter {
     consumer: Arc<BaseConsumer<Ctx>>,
     shared: Arc<Shared>,
+    group: Arc<str>,
+    times: Option<Arc<dyn PartitionTimes>>,
 }
 
 impl KafkaCommitter {
@@ -486,9 +514,82 @@ impl KafkaCommitter {
         Ok(n)
     }
 
-    /// Commits everything handed out so far (call only once the sinks flushed it).
+    /// Commits everything handed out and processed so far, with each
+    /// partition's max event time as metadata (call only once every sink
+    /// acknowledged all outputs, e.g. after the drain).
     pub fn commit_processed(&self) -> KafkaResult<usize> {
-        self.commit(&self.positions())
+        self.release(None);
+        self.commit_due()
+    }
+
+    /// Moves what acknowledged outputs before `frontier` cover (`None`: all) to the due commits.
+    pub fn release(&self, frontier: Option<u64>) {
+        let released = lock(&self.shared.ledger).release(frontier);
+        if !released.is_empty() {
+            let mut due = lock(&self.shared.due);
+            for (key, offset, max_ts) in released {
+                due.insert(key, (offset, max_ts));
+            }
+        }
+    }
+
+    /// Synchronously commits the due positions of partitions still assigned,
+    /// each with the partition's max event time before it as metadata.
+    pub fn commit_due(&self) -> KafkaResult<usize> {
+        let due: Vec<(PartitionKey, (i64, i64))> = lock(&self.shared.due).drain().collect();
+        let mut tpl = TopicPartitionList::new();
+        {
+            let assigned = lock(&self.shared.positions);
+            for ((t, p), (offset, max_ts)) in &due {
+                if assigned.contains_key(&(t.to_string(), *p)) {
+                    let mut e = tpl.add_partition(t, *p);
+                    e.set_offset(Offset::Offset(*offset))?;
+                    e.set_metadata(max_ts.to_string());
+                }
+            }
+        }
+        let n = tpl.count();
+        if n > 0 {
+            if let Some(times) = &self.times {
+                // Saved before the commit: a committed offset always has its time.
+                let saved: Vec<(String, i32, i64, i64)> =
+                    due.iter().map(|((t, p), (o, m))| (t.to_string(), *p, *o, *m)).collect();
+                if let Err(e) = times.save(&self.group, &saved) {
+                    let mut d = lock(&self.shared.due);
+                    for (k, v) in due {
+                        d.entry(k).or_insert(v);
+                    }
+                    tracing::warn!(error = %e, "saving partition times failed; commit postponed");
+                    return Err(rdkafka::error::KafkaError::Canceled);
+                }
+            }
+            if let Err(e) = self.consumer.commit(&tpl, CommitMode::Sync) {
+                // Keep them due (unless superseded meanwhile): the next commit retries.
+                let mut d = lock(&self.shared.due);
+                for (k, v) in due {
+                    d.entry(k).or_insert(v);
+                }
+                return Err(e);
+            }
+        }
+        Ok(n)
+    }
+
+    /// The group's committed (offset, metadata) of the given partitions.
+    fn committed_with_metadata(&self, pairs: &[(String, i32)], timeout: Duration) -> KafkaResult<Vec<CommittedPos>> {
+        let mut tpl = TopicPartitionList::new();
+        for (t, p) in pairs {
+            tpl.add_partition(t, *p);
+        }
+        let tpl = self.consumer.committed_offsets(tpl, timeout)?;
+        Ok(tpl
+            .elements()
+            .iter()
+            .filter_map(|e| match e.offset() {
+                Offset::Offset(o) => Some((e.topic().to_string(), e.partition(), o, e.metadata().to_string())),
+                _ => None,
+            })
+            .collect())
     }
 
     /// The group's committed offsets of this member's assigned partitions.
@@ -504,6 +605,18 @@ impl KafkaCommitter {
             .collect())
     }
 }
+
+/// Where a partition's max event time before a committed offset is kept
+/// when the broker does not keep commit metadata (tansu drops it; Kafka keeps it).
+pub trait PartitionTimes: Send + Sync {
+    /// Records `max_ts` for each (topic, partition, committed offset) of the group.
+    fn save(&self, group: &str, positions: &[(String, i32, i64, i64)]) -> Result<(), String>;
+    /// The max event time saved for exactly that committed offset.
+    fn load(&self, group: &str, topic: &str, partition: i32, offset: i64) -> Result<Option<i64>, String>;
+}
+
+/// A committed (topic, partition, offset, metadata).
+pub type CommittedPos = (String, i32, i64, String);
 
 /// Per-topic facts, interned once.
 struct TopicInfo {
@@ -530,6 +643,10 @@ pub struct KafkaSource {
     done: bool,
     last_error_log: Option<Instant>,
     records: u64,
+    commit_interval: Duration,
+    last_commit: Instant,
+    group: Arc<str>,
+    times: Option<Arc<dyn PartitionTimes>>,
 }
 
 impl KafkaSource {
@@ -552,6 +669,10 @@ impl KafkaSource {
             done: false,
             last_error_log: None,
             records: 0,
+            commit_interval: Duration::from_millis(cfg.commit_interval_ms),
+            last_commit: Instant::now(),
+            group: Arc::from(cfg.group_id.as_str()),
+            times: None,
         })
     }
 
@@ -562,7 +683,18 @@ impl KafkaSource {
 
     /// A handle that commits this source's offsets from any thread.
     pub fn committer(&self) -> KafkaCommitter {
-        KafkaCommitter { consumer: self.consumer.clone(), shared: self.shared.clone() }
+        KafkaCommitter {
+            consumer: self.consumer.clone(),
+            shared: self.shared.clone(),
+            group: self.group.clone(),
+            times: self.times.clone(),
+        }
+    }
+
+    /// Keeps partition times in `times` too, for brokers that drop commit metadata.
+    pub fn with_partition_times(mut self, times: Arc<dyn PartitionTimes>) -> Self {
+        self.times = Some(times);
+        self
     }
 
     /// Commits everything handed out so far (see [`KafkaCommitter::commit_processed`]).
@@ -622,13 +754,18 @@ impl KafkaSource {
         for change in changes {
             match change {
                 Change::Assigned(pairs) => {
+                    let mut fresh = Vec::new();
                     for (t, p) in pairs {
                         let info = Self::intern(&mut self.topics, &self.shared.exclude, &t);
                         if !info.excluded {
                             let key = (info.name.clone(), p);
+                            if !self.tracker.contains(&key) {
+                                fresh.push((t, p));
+                            }
                             self.tracker.assign(key);
                         }
                     }
+                    self.restore_partition_time(&fresh);
                 }
                 Change::Revoked(pairs) => {
                     let mut keys = Vec::with_capacity(pairs.len());
@@ -649,6 +786,38 @@ impl KafkaSource {
         }
     }
 
+    /// Reads the commit metadata of newly assigned partitions: their max
+    /// event time before the committed offset.
+    fn restore_partition_time(&mut self, pairs: &[(String, i32)]) {
+        if pairs.is_empty() {
+            return;
+        }
+        match self.committer().committed_with_metadata(pairs, Duration::from_secs(10)) {
+            Ok(committed) => {
+                for (t, p, offset, meta) in committed {
+                    let max_ts = match (meta.parse::<i64>(), &self.times) {
+                        (Ok(m), _) => Some(m),
+                        (Err(_), Some(times)) => match times.load(&self.group, &t, p, offset) {
+                            Ok(m) => m,
+                            Err(e) => {
+                                tracing::warn!(error = %e, topic = %t, partition = p, "reading the partition time failed");
+                                None
+                            }
+                        },
+                        (Err(_), None) => None,
+                    };
+                    if let Some(max_ts) = max_ts {
+                        let key = (Self::intern(&mut self.topics, &self.shared.exclude, &t).name.clone(), p);
+                        self.tracker.restore(&key, max_ts);
+                        tracing::info!(topic = %t, partition = p, offset, max_ts, "resuming partition");
+                    }
+                }
+            }
+            // Without it, replayed records are judged against a lower watermark (fewer late).
+            Err(e) => tracing::warn!(error = %e, "reading committed partition times failed"),
+        }
+    }
+
     fn log_error(&mut self, e: &rdkafka::error::KafkaError) {
         let now = Instant::now();
         if self.last_error_log.is_none_or(|t| now.duration_since(t) >= Duration::from_secs(10)) {
@@ -660,7 +829,10 @@ impl KafkaSource {
     /// Hands out a batch: records its position for commits.
     fn emit(&mut self, batch: Batch) -> Poll {
         if let (Origin::Kafka { topic, partition }, Some(last)) = (&batch.origin, batch.records.last()) {
-            lock(&self.shared.positions).insert((topic.to_string(), *partition), last.offset as i64 + 1);
+            let next = last.offset as i64 + 1;
+            lock(&self.shared.positions).insert((topic.to_string(), *partition), next);
+            let key = (topic.clone(), *partition);
+            lock(&self.shared.ledger).handed_out(&key, next, self.tracker.max_ts(&key));
         }
         self.records += batch.records.len() as u64;
         Poll::Ready(batch)
@@ -725,6 +897,24 @@ impl Source for KafkaSource {
 
     fn max_ts_floor(&self) -> i64 {
         self.tracker.floor()
+    }
+
+    fn processed(&mut self, release: u64) {
+        lock(&self.shared.ledger).processed(release);
+    }
+
+    fn sunk_before(&mut self, frontier: Option<u64>, now: bool) {
+        let committer = self.committer();
+        committer.release(frontier);
+        if !now && self.last_commit.elapsed() < self.commit_interval {
+            return;
+        }
+        self.last_commit = Instant::now();
+        match committer.commit_due() {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(partitions = n, "offsets committed"),
+            Err(e) => self.log_error(&e),
+        }
     }
 }
 

@@ -10,6 +10,7 @@ pub mod jsonl;
 pub mod kafka;
 pub mod kafka_admin;
 pub mod kafka_catalog;
+pub mod ledger;
 
 use std::sync::Arc;
 
@@ -18,7 +19,7 @@ use recflow_schemas::{Event, Rejection, SourcePos};
 pub use catalog::Catalog;
 pub use channel::ChannelSource;
 pub use jsonl::{JsonlFile, JsonlSource};
-pub use kafka::{KafkaCommitter, KafkaConfig, KafkaSource, LagHandle};
+pub use kafka::{KafkaCommitter, KafkaConfig, KafkaSource, LagHandle, PartitionTimes};
 
 /// Where a batch came from; turned into a [`SourcePos`] only for dead letters.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -93,4 +94,10 @@ pub trait Source {
     /// A lower bound on `prior_max_ts` of every batch this source will still
     /// return; the worker's watermark is this minus the allowed lateness.
     fn max_ts_floor(&self) -> i64;
+    /// The batch last returned by `poll` produced outputs at dataflow times
+    /// `<= release` only (exactly-once bookkeeping; no-op without offsets).
+    fn processed(&mut self, _release: u64) {}
+    /// Every sink acknowledged all outputs at times `< frontier` (`None`:
+    /// all): commit the offsets that covers, now or at the next commit interval.
+    fn sunk_before(&mut self, _frontier: Option<u64>, _now: bool) {}
 }

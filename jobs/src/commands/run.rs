@@ -2,24 +2,29 @@
 //! store or the real services.
 
 use std::path::PathBuf;
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::AtomicBool;
+use std::sync::atomic::Ordering::{self, Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use clap::Args;
 
+use recflow_operators::profile::ProfileStore;
 use recflow_operators::{Counters, IngestConfig};
 use recflow_schemas::Validator;
-use recflow_sinks::{EmbeddedStore, FileMode, SharedFile, Sink};
+use recflow_sinks::mongo::MongoProfiles;
+use recflow_sinks::{EmbeddedStore, FileMode, MongoConfig, SharedFile, Sink};
 use recflow_sources::generator::{write_catalog, write_events, GenConfig};
-use recflow_sources::{Catalog, JsonlFile, JsonlSource, KafkaSource, Poll, Source};
+use recflow_sources::{Catalog, JsonlFile, JsonlSource, KafkaSource, PartitionTimes, Poll, Source};
 
 use crate::cluster::{Cluster, ClusterArgs};
 use crate::config::{Config, StoreKind};
 pub use crate::outputs::EmbeddedOutputs;
 use crate::outputs::{embedded_sinks, service_sinks};
+use crate::partition_times::RedisPartitionTimes;
 use crate::pipeline::SinkContext;
+use crate::profile_store::MongoProfileStore;
 use crate::progress::{self, Progress};
 use crate::telemetry::{SinkMetrics, Telemetry};
 
@@ -99,6 +104,8 @@ pub struct WorkerIo {
     pub source: Box<dyn Source>,
     /// This worker's sinks.
     pub sinks: Vec<Box<dyn Sink>>,
+    /// Where the profile job reads back profiles of earlier runs (services mode).
+    pub profiles: Option<Box<dyn ProfileStore>>,
     /// Runs after the dataflow drained and every sink flushed (offset commits).
     pub after_drain: Option<Box<dyn FnOnce() -> anyhow::Result<()>>>,
 }
@@ -134,6 +141,7 @@ where
 {
     let errors = Arc::new(Mutex::new(Vec::<String>::new()));
     let metrics: Option<SinkMetrics> = telemetry.as_ref().map(|t| t.sinks.clone());
+    let shutdown = shutdown_flag()?;
     let (cfg, shared_errors) = (cfg.clone(), errors.clone());
     if cluster.processes > 1 {
         tracing::info!(process = cluster.process, hosts = ?cluster.hosts, "joining the timely cluster");
@@ -147,14 +155,37 @@ where
             counters: counters.clone(),
             batches_per_step: 1,
             idle_poll,
+            release: cfg.release(),
+            shutdown: shutdown.clone(),
         };
-        let ctx =
-            SinkContext { errors: shared_errors.clone(), metrics: metrics.clone(), tick: Duration::from_millis(500) };
-        let (source, sinks) = (io.source, io.sinks);
+        let flushed = Arc::new(AtomicBool::new(false));
+        let ctx = SinkContext {
+            errors: shared_errors.clone(),
+            metrics: metrics.clone(),
+            tick: Duration::from_millis(500),
+            checkpoint: Duration::from_millis(cfg.kafka.commit_interval_ms.max(1)),
+            shutdown: shutdown.clone(),
+            flushed: flushed.clone(),
+        };
+        let (source, sinks, profiles) = (io.source, io.sinks, io.profiles);
         worker.dataflow::<recflow_operators::Minute, _, _>(|scope| {
-            crate::pipeline::build(scope, &cfg, source, ingest_cfg, sinks, ctx);
+            crate::pipeline::build(scope, &cfg, source, ingest_cfg, sinks, profiles, ctx);
         });
-        while worker.step_or_park(None) {}
+        let mut stopped_at: Option<Instant> = None;
+        while worker.step_or_park(Some(Duration::from_millis(50))) {
+            if !shutdown.load(Ordering::Acquire) {
+                continue;
+            }
+            // Stopping: the sinks flush, their acknowledgement reaches every
+            // worker's probe and the sources commit it; then leave, windows open.
+            if flushed.load(Ordering::Acquire) {
+                let since = *stopped_at.get_or_insert_with(Instant::now);
+                if since.elapsed() >= STOP_GRACE {
+                    tracing::info!(worker = worker.index(), "stopped: sinks flushed, offsets committed");
+                    return Ok(());
+                }
+            }
+        }
         if let Some(done) = io.after_drain {
             done().map_err(|e| format!("worker {}: {e:#}", worker.index()))?;
         }
@@ -178,6 +209,21 @@ where
     Ok(())
 }
 
+/// How long a stopping worker keeps stepping after its sinks flushed, so the
+/// acknowledgement reaches every worker's probe and gets committed.
+const STOP_GRACE: Duration = Duration::from_millis(500);
+
+/// A flag set by SIGTERM or SIGINT (graceful stop); a second signal ends the process at once.
+fn shutdown_flag() -> anyhow::Result<Arc<AtomicBool>> {
+    let flag = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        // Registered first: a signal while the flag is already set exits with 130.
+        signal_hook::flag::register_conditional_shutdown(sig, 130, flag.clone())?;
+        signal_hook::flag::register(sig, flag.clone())?;
+    }
+    Ok(flag)
+}
+
 /// Runs all four jobs over `file` with `workers` timely workers into a new
 /// embedded store; returns the store once the input is drained.
 pub fn run_embedded(
@@ -196,6 +242,7 @@ pub fn run_embedded(
         Ok(WorkerIo {
             source: Box::new(JsonlSource::new(file.clone(), validator.clone(), now)),
             sinks: embedded_sinks(&sink_cfg, &shared_store, &outputs, index),
+            profiles: None,
             after_drain: None,
         })
     })?;
@@ -307,6 +354,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<(Arc<EmbeddedStore>, RunStats)> {
         }
     };
     let metrics = Some(telemetry.clone());
+    let mongo = dialect.map(|_| cfg.mongo.clone());
     match input {
         Some((file, _)) if args.parse_only => parse_only(&file, &validator, now, workers, &counters),
         Some((file, catalog)) => {
@@ -316,20 +364,29 @@ pub fn run(args: &RunArgs) -> anyhow::Result<(Arc<EmbeddedStore>, RunStats)> {
                     true => Box::new(JsonlSource::new(file.clone(), validator.clone(), now)),
                     false => Box::new(NoInput),
                 };
-                Ok(WorkerIo { source, sinks: make_sinks(index)?, after_drain: None })
+                Ok(WorkerIo { source, sinks: make_sinks(index)?, profiles: profile_store(&mongo)?, after_drain: None })
             })?;
         }
         None => {
             let catalog = kafka_catalog(args, &cfg)?;
             let (kafka_cfg, lag_telemetry) = (cfg.kafka.clone(), telemetry.clone());
             let idle_poll = Duration::from_millis(5);
+            // Partition times beside the offsets in Redis, when the services are the store.
+            let times: Option<Arc<dyn PartitionTimes>> = match dialect {
+                Some(_) => Some(Arc::new(RedisPartitionTimes::new(&cfg.redis.url)?)),
+                None => None,
+            };
             run_dataflow(&cfg, &cluster, Arc::new(catalog), counters.clone(), metrics, idle_poll, move |index| {
-                let source = KafkaSource::new(&kafka_cfg, validator.clone())?;
+                let mut source = KafkaSource::new(&kafka_cfg, validator.clone())?;
+                if let Some(t) = &times {
+                    source = source.with_partition_times(t.clone());
+                }
                 let committer = source.committer();
                 lag_telemetry.watch_lag(source.lag_handle());
                 Ok(WorkerIo {
                     source: Box::new(source),
                     sinks: make_sinks(index)?,
+                    profiles: profile_store(&mongo)?,
                     // Offsets are committed only after every sink flushed what came before them.
                     after_drain: Some(Box::new(move || {
                         let n = committer.commit_processed()?;
@@ -357,6 +414,14 @@ pub fn run(args: &RunArgs) -> anyhow::Result<(Arc<EmbeddedStore>, RunStats)> {
     };
     eprintln!("done {} seconds={seconds:.3}", progress::line(&counters, stats.events_per_sec));
     Ok((store, stats))
+}
+
+/// Services mode: each user's profile continues from its Mongo document.
+fn profile_store(mongo: &Option<MongoConfig>) -> anyhow::Result<Option<Box<dyn ProfileStore>>> {
+    Ok(match mongo {
+        Some(m) => Some(Box::new(MongoProfileStore::new(MongoProfiles::connect(m)?))),
+        None => None,
+    })
 }
 
 /// Rejects what a multi-process run cannot do instead of doing it wrong.

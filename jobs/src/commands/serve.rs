@@ -82,6 +82,7 @@ impl EmbeddedPipeline {
                     Ok(WorkerIo {
                         source: Box::new(source.clone()),
                         sinks: embedded_sinks(&sink_cfg, &shared, &EmbeddedOutputs::default(), i),
+                        profiles: None,
                         after_drain: None,
                     })
                 },

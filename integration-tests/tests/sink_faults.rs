@@ -245,10 +245,24 @@ fn stop_and_restart(service: &str) {
     run_with_fault(&s, |addr| {
         let t = Instant::now();
         script("pause.sh", &["--down", service]);
-        std::thread::sleep(Duration::from_secs(10));
+        // Down for 10 s, and on until the pipeline is seen blocked on it (consumption flat
+        // for 3 s): an outage while no write happens to be due would test nothing.
+        let mut timeline: Vec<(u64, f64)> = Vec::new();
+        let stalled = |tl: &[(u64, f64)]| {
+            tl.len() > 3 && tl[tl.len() - 4].1 == tl[tl.len() - 1].1 && tl[tl.len() - 1].1 < EVENTS as f64
+        };
+        while t.elapsed() < Duration::from_secs(10) || (!stalled(&timeline) && t.elapsed() < Duration::from_secs(25)) {
+            timeline.push((t.elapsed().as_secs(), events_seen(addr, &s.prefix).unwrap_or(f64::NAN)));
+            std::thread::sleep(Duration::from_secs(1));
+        }
         script("start.sh", &[service]);
+        eprintln!("events consumed while {service} was down (s, events): {timeline:?}");
+        // Blocked: the sink retrying, or (Mongo) the profile job reading stored profiles back.
+        assert!(stalled(&timeline), "the pipeline never waited for {service}");
         eprintln!("{service} was down for {:.1}s", t.elapsed().as_secs_f64());
-        // The sinks reconnect on their own; the retries show in /metrics.
+        // Once the run has caught up, the sink's retries are in /metrics (none when only the
+        // profile job's reads were blocked: those retry inside MongoProfiles).
+        wait_for_events(addr, &s.prefix, EVENTS as f64);
         let retries = series(addr, &format!("recflow_sink_retries_total{{sink=\"{service}\"}}"));
         eprintln!("{service} sink retries during the outage: {retries}");
     });

@@ -60,7 +60,7 @@ fn metrics(tenant: &str, window_start: i64, impressions: u64, clicks: u64) -> Ou
         window_start,
         rows: vec![MetricsRow {
             experiment_id: "exp1".into(),
-            variant: if clicks % 2 == 0 { "A".into() } else { "B".into() },
+            variant: if clicks.is_multiple_of(2) { "A".into() } else { "B".into() },
             impressions,
             clicks,
             views: 0,

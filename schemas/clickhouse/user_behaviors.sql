@@ -8,7 +8,7 @@
 -- the source: the sink sends each batch with an insert_deduplication_token and
 -- non_replicated_deduplication_window makes a retried block a no-op, views
 -- included; source_topic/partition/offset are stored beside the data so a
--- restarted worker can resume after the last offset ClickHouse holds.
+-- restarted sink drops replayed rows the table already holds (sinks/src/replay.rs).
 CREATE TABLE IF NOT EXISTS {db}.user_behaviors
 (
     event_id         String,

@@ -5,8 +5,9 @@
 -- partitions, orders and feeds the views) and event_time_ms keeps the exact
 -- epoch milliseconds. ReplacingMergeTree keyed by (tenant, scenario,
 -- event_time, event_id) collapses a replayed row on merge (read exact counts
--- with FINAL or uniqExact(event_id)); the views count replays until the
--- later offset-based dedup (source_* columns) stops them before insert.
+-- with FINAL or uniqExact(event_id)); replays never reach the table or the
+-- views: the sink drops rows whose source_topic/partition/offset it already
+-- holds before inserting (sinks/src/replay.rs).
 CREATE TABLE IF NOT EXISTS {db}.user_behaviors
 (
     event_id         String,

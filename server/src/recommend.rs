@@ -12,7 +12,7 @@ use recflow_schemas::Str;
 use serde::Serialize;
 
 use crate::recall::{self, Candidate, RecallCtx};
-use crate::rerank::{self, Ranked, RerankCtx};
+use crate::rerank::{self, Ranked, Reasons, RerankCtx};
 use crate::scenario::Step;
 use crate::state::{keys, StoreError, UserState};
 use crate::{ApiError, App};
@@ -42,7 +42,7 @@ pub struct RecItem {
     /// Final score.
     pub score: f64,
     /// Recall sources that proposed it.
-    pub reasons: Vec<&'static str>,
+    pub reasons: Reasons,
 }
 
 /// How the answer was produced.
@@ -85,28 +85,43 @@ pub fn new_request_id() -> String {
 /// Merges strategy results: each list's scores scaled to its best (so scales
 /// compare), times the strategy weight, summed per item; sorted.
 pub fn merge(results: &[(&'static str, f64, Vec<Candidate>)]) -> Vec<Ranked> {
+    merge_kept(results, |_| true)
+}
+
+/// [`merge`] of the candidates `keep` accepts (dropped ones cost no ranking work).
+pub fn merge_kept(results: &[(&'static str, f64, Vec<Candidate>)], keep: impl Fn(&Str) -> bool) -> Vec<Ranked> {
     let total = results.iter().map(|(_, _, c)| c.len()).sum();
-    let mut by_item: HashMap<&str, Ranked> = HashMap::with_capacity(total);
+    let mut index: HashMap<&str, usize, foldhash::fast::RandomState> =
+        HashMap::with_capacity_and_hasher(total, Default::default());
+    let mut out: Vec<Ranked> = Vec::with_capacity(total);
     for (name, weight, cands) in results {
         let best = cands.iter().map(|c| c.score).fold(0.0f64, f64::max);
         for c in cands {
             let part = if best > 0.0 { c.score / best * weight } else { 0.0 };
-            let r = by_item.entry(c.item_id.as_str()).or_insert_with(|| Ranked {
-                item_id: c.item_id.clone(),
-                score: 0.0,
-                reasons: Vec::new(),
-                category: None,
-            });
+            let i = match index.get(c.item_id.as_str()) {
+                Some(&i) => i,
+                None => {
+                    if !keep(&c.item_id) {
+                        continue;
+                    }
+                    index.insert(c.item_id.as_str(), out.len());
+                    out.push(Ranked {
+                        item_id: c.item_id.clone(),
+                        score: 0.0,
+                        reasons: Reasons::default(),
+                        category: None,
+                    });
+                    out.len() - 1
+                }
+            };
+            let r = &mut out[i];
             r.score += part;
-            if !r.reasons.contains(name) {
-                r.reasons.push(name);
-            }
+            r.reasons.add(name);
             if r.category.is_none() {
                 r.category.clone_from(&c.category);
             }
         }
     }
-    let mut out: Vec<Ranked> = by_item.into_values().collect();
     rerank::sort(&mut out);
     out
 }
@@ -174,14 +189,9 @@ pub async fn recommend(app: &App, req: RecRequest) -> Result<RecResponse, ApiErr
                     fallback = Some(reason_of(&e));
                     last_good(app, &req)
                 }
-                None => {
-                    let mut ranked = merge(&lists);
-                    ranked.retain(|r| {
-                        let id = r.item_id.as_str();
-                        !exposed.contains(id) && !req.exclude.contains(id) && !recent.contains(&r.item_id)
-                    });
-                    ranked
-                }
+                None => merge_kept(&lists, |id| {
+                    !exposed.contains(id.as_str()) && !req.exclude.contains(id.as_str()) && !recent.contains(id)
+                }),
             }
         }
         Err(e) => {
@@ -202,10 +212,14 @@ pub async fn recommend(app: &App, req: RecRequest) -> Result<RecResponse, ApiErr
     if let Some(r) = fallback {
         app.metrics.degraded.with_label_values(&[r]).inc();
     }
-    for r in &page {
-        for reason in &r.reasons {
-            app.metrics.recall_hits.with_label_values(&[reason]).inc();
+    let mut hits: [(&str, u64); recall::STRATEGY_COUNT] = [("", 0); recall::STRATEGY_COUNT];
+    for reason in page.iter().flat_map(|r| r.reasons.as_slice()) {
+        if let Some(h) = hits.iter_mut().find(|h| h.0 == *reason || h.1 == 0) {
+            *h = (reason, h.1 + 1);
         }
+    }
+    for (reason, n) in hits.iter().filter(|h| h.1 > 0) {
+        app.metrics.recall_hits.with_label_values(&[reason]).inc_by(*n);
     }
     Ok(RecResponse {
         request_id: req.request_id,

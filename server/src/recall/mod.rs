@@ -1,5 +1,5 @@
 //! Recall strategies: each proposes scored candidates. A new strategy is one
-//! file implementing [`Recall`] plus one line in [`STRATEGIES`].
+//! file implementing [`Recall`] plus its entry in [`STRATEGIES`] (and [`STRATEGY_COUNT`]).
 
 mod category;
 mod fresh;
@@ -59,8 +59,11 @@ pub trait Recall: Send + Sync {
     fn recall<'a>(&'a self, ctx: &'a RecallCtx<'a>, limit: usize) -> BoxFuture<'a, StoreResult<Vec<Candidate>>>;
 }
 
+/// How many strategies are registered.
+pub const STRATEGY_COUNT: usize = 3;
+
 /// Every registered strategy.
-pub static STRATEGIES: [&dyn Recall; 3] = [&HotItems, &CategoryAffinity, &FreshItems];
+pub static STRATEGIES: [&dyn Recall; STRATEGY_COUNT] = [&HotItems, &CategoryAffinity, &FreshItems];
 
 /// The strategy called `name`.
 pub fn find(name: &str) -> Option<&'static dyn Recall> {

@@ -25,7 +25,7 @@ pub fn build(params: &Map<String, Value>) -> Result<Arc<dyn Rule>, (&'static str
 
 impl Rule for Diversity {
     fn apply(&self, items: Vec<Ranked>, ctx: &RerankCtx<'_>) -> Vec<Ranked> {
-        let mut counts: HashMap<Str, usize> = HashMap::new();
+        let mut counts: HashMap<Str, usize, foldhash::fast::RandomState> = HashMap::default();
         let mut page = Vec::with_capacity(ctx.page);
         let mut rest = Vec::new();
         for r in items {
@@ -65,7 +65,7 @@ mod tests {
         let r = |id: &str, c: &str, s: f64| Ranked {
             item_id: id.into(),
             score: s,
-            reasons: vec![],
+            reasons: Default::default(),
             category: Some(c.into()),
         };
         let items = vec![r("a", "x", 9.0), r("b", "x", 8.0), r("c", "x", 7.0), r("d", "y", 6.0), r("e", "z", 5.0)];

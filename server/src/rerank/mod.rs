@@ -3,6 +3,7 @@
 
 mod diversity;
 mod freshness;
+mod reasons;
 
 use std::sync::Arc;
 
@@ -10,6 +11,8 @@ use recflow_schemas::Str;
 use serde_json::{Map, Value};
 
 use crate::state::TenantCatalog;
+
+pub use reasons::Reasons;
 
 /// A ranked recommendation.
 #[derive(Clone, Debug, PartialEq)]
@@ -19,7 +22,7 @@ pub struct Ranked {
     /// Merged (then reranked) score.
     pub score: f64,
     /// Recall strategies that proposed it.
-    pub reasons: Vec<&'static str>,
+    pub reasons: Reasons,
     /// Category, if a strategy or the catalog knows it.
     pub category: Option<Str>,
 }

@@ -99,8 +99,11 @@ pub struct UserState {
     /// The profile, if any.
     pub profile: Option<Arc<ProfileDoc>>,
     /// Items exposed to the user in the scenario (within the exposure TTL).
-    pub exposed: HashSet<String>,
+    pub exposed: ItemSet,
 }
+
+/// A set of item ids with a fast (seeded) hasher: the recommend path probes it per candidate.
+pub type ItemSet = HashSet<String, foldhash::fast::RandomState>;
 
 /// What [`StateStore::hourly`] is asked for.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -154,7 +157,7 @@ pub trait StateStore: Send + Sync + 'static {
         async move {
             let (profile, exposed) =
                 futures_util::join!(self.profile(tenant, user, scenario), self.members(exposed_key));
-            Ok(UserState { profile: profile?, exposed: exposed? })
+            Ok(UserState { profile: profile?, exposed: exposed?.into_iter().collect() })
         }
         .boxed()
     }

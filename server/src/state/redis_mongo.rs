@@ -14,14 +14,14 @@ use recflow_sinks::{ClickHouseConfig, MongoConfig, MongoDb, SinkError};
 use redis::aio::MultiplexedConnection;
 use redis::AsyncConnectionConfig;
 
-use super::{HourlyQuery, Ranked, StateStore, StoreError, StoreResult, TenantCatalog, UserState};
+use super::{HourlyQuery, ItemSet, Ranked, StateStore, StoreError, StoreResult, TenantCatalog, UserState};
 
 /// After a failed connect, requests fail fast for this long instead of each waiting for a timeout.
 const RECONNECT_PAUSE: Duration = Duration::from_secs(1);
 /// How long a MongoDB profile lookup (made when the Redis profile cache
 /// misses) is remembered. Safe because Redis is still read on every request:
 /// the pipeline writes every new or changed profile to the Redis cache too.
-const MONGO_PROFILE_TTL: Duration = Duration::from_secs(60);
+const MONGO_PROFILE_TTL: Duration = Duration::from_secs(600);
 /// Most remembered MongoDB profile lookups (the memo is cleared when full).
 const MONGO_PROFILE_CAP: usize = 200_000;
 
@@ -264,7 +264,7 @@ impl StateStore for RedisMongoState {
     ) -> BoxFuture<'_, StoreResult<UserState>> {
         async move {
             let key = recflow_sinks::EmbeddedStore::profile_key(&t, &u, &s);
-            let (cached, exposed): (Option<String>, HashSet<String>) =
+            let (cached, exposed): (Option<String>, ItemSet) =
                 self.query(redis::pipe().get(&key).smembers(&exposed_key)).await?;
             Ok(UserState { profile: self.profile_from(cached, t, u, s).await?, exposed })
         }

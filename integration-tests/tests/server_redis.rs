@@ -1,5 +1,6 @@
-//! The query server on a real Redis it owns: exposures recorded in Redis,
-//! and answers degrade to the last good hot list when that Redis is killed.
+//! The query server on a real Redis it owns: exposures recorded in Redis
+//! (off the response path, never repeated), a replaced hot list served within
+//! the cache TTL, and answers degrade to the last good hot list when that Redis is killed.
 //! The shared Redis (REDIS_URL) is never touched; MongoDB is the shared one.
 
 mod common;
@@ -20,6 +21,9 @@ use recflow_sinks::{ClickHouseConfig, MongoConfig};
 use serde_json::json;
 
 use common::{call, item_ids};
+
+/// The server's hot-list cache TTL in this test.
+const HOT_CACHE_MS: u64 = 300;
 
 /// A redis-server child on a free port, killed on drop.
 struct OwnRedis {
@@ -98,6 +102,7 @@ fn exposures_live_in_redis_and_a_dead_redis_degrades_to_the_last_hot_list() {
     let cfg = ServerConfig {
         api_keys: vec![ApiKeyConfig { tenant: tenant.clone(), key_sha256: hash_key(key) }],
         scenarios_dir: concat!(env!("CARGO_MANIFEST_DIR"), "/../configs/scenarios").into(),
+        hot_cache_ms: HOT_CACHE_MS,
         ..ServerConfig::default()
     };
     let (tx, _rx) = std::sync::mpsc::sync_channel(1);
@@ -113,6 +118,8 @@ fn exposures_live_in_redis_and_a_dead_redis_degrades_to_the_last_hot_list() {
         let first_ids = item_ids(&first);
         assert_eq!(first_ids, ["it00", "it02", "it03", "it04"], "hot order, it01 excluded");
         let exposed_key = format!("exposed:{tenant}:u1:vlog_main_feed");
+        // Exposures are written off the response path (in-process pending until acknowledged).
+        assert!(app.exposures.flush(Duration::from_secs(2)).await, "exposure writes acknowledged");
         let mut members: Vec<String> = redis::cmd("SMEMBERS").arg(&exposed_key).query(&mut con).unwrap();
         members.sort();
         assert_eq!(members, first_ids, "exposures are a Redis SET");
@@ -120,6 +127,35 @@ fn exposures_live_in_redis_and_a_dead_redis_degrades_to_the_last_hot_list() {
         assert!((86_000..=86_400).contains(&ttl), "24 h TTL, got {ttl}");
         let (_, second) = call(&r, "POST", "/api/v1/recommend", auth, Some("u1"), Some(body.clone())).await;
         assert_eq!(item_ids(&second), ["it05", "it06", "it07", "it08"], "exposed items are not served again");
+
+        // Back to back, without waiting for the exposure write: still no repeat.
+        let (_, a) = call(&r, "POST", "/api/v1/recommend", auth, Some("u1"), Some(body.clone())).await;
+        let (_, b) = call(&r, "POST", "/api/v1/recommend", auth, Some("u1"), Some(body.clone())).await;
+        assert_eq!(item_ids(&a), ["it09", "it10", "it11"], "{a}");
+        assert!(item_ids(&b).is_empty(), "all else exposed or excluded: {b}");
+        assert!(app.exposures.flush(Duration::from_secs(2)).await);
+        let n: usize = redis::cmd("SCARD").arg(&exposed_key).query(&mut con).unwrap();
+        assert_eq!(n, 11, "every page landed in Redis");
+
+        // The pipeline replaces the hot list (temp key + RENAME): served within the cache TTL.
+        let fresh: Vec<(f64, String)> = (0..4).map(|i| (10.0 - i as f64, format!("new{i}"))).collect();
+        redis::cmd("ZADD").arg("tmp:hot").arg(&fresh).exec(&mut con).unwrap();
+        redis::cmd("RENAME").arg("tmp:hot").arg(&hot).exec(&mut con).unwrap();
+        let replaced = Instant::now();
+        let served_new = loop {
+            let page = json!({"scenario_id": "vlog_main_feed", "count": 4});
+            let (_, v) = call(&r, "POST", "/api/v1/recommend", auth, Some("u1"), Some(page)).await;
+            if item_ids(&v).first().is_some_and(|i| i == "new0") {
+                break replaced.elapsed();
+            }
+            assert!(replaced.elapsed() < Duration::from_secs(3), "the replaced hot list was never served: {v}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        assert!(served_new <= Duration::from_millis(HOT_CACHE_MS + 200), "served after {served_new:?}");
+        // Back to the first list for the degrade checks below.
+        redis::cmd("DEL").arg(&hot).exec(&mut con).unwrap();
+        redis::cmd("ZADD").arg(&hot).arg(&scored).exec(&mut con).unwrap();
+        tokio::time::sleep(Duration::from_millis(HOT_CACHE_MS + 50)).await;
 
         let (_, anon) = call(&r, "POST", "/api/v1/recommend", auth, Some("nobody"), Some(body.clone())).await;
         let m = &anon["metadata"];

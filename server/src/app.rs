@@ -1,8 +1,7 @@
 //! The application state shared by all handlers, and the router.
 
-use std::collections::HashMap;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::middleware::from_fn_with_state;
@@ -11,11 +10,11 @@ use axum::Router;
 use recflow_schemas::Validator;
 
 use crate::auth::ApiKeys;
+use crate::exposures::ExposureLog;
+use crate::hotcache::HotCache;
 use crate::limits::RateLimiter;
 use crate::metrics::{ExtraMetrics, ServerMetrics};
 use crate::publish::Publisher;
-use crate::recall::Candidate;
-use crate::recommend::HotCopy;
 use crate::routes::{events, health, items, read, recommend, scenarios};
 use crate::scenario::Scenarios;
 use crate::state::StateStore;
@@ -39,8 +38,10 @@ pub struct App {
     pub validator: Validator,
     /// Prometheus series.
     pub metrics: ServerMetrics,
-    /// The last hot list read per (tenant, scenario): the answer when Redis is down.
-    last_hot: Mutex<HashMap<(String, String), HotCopy>>,
+    /// Hot lists cached in-process; also the last good copy served when Redis is down.
+    pub hot: HotCache,
+    /// Records exposures off the response path.
+    pub exposures: ExposureLog,
 }
 
 impl App {
@@ -54,7 +55,11 @@ impl App {
     ) -> Result<App, String> {
         cfg.check()?;
         let scenarios = Scenarios::load(Path::new(&cfg.scenarios_dir), Duration::from_secs(cfg.scenario_cache_secs))?;
+        let metrics = ServerMetrics::new(extra_metrics);
+        let exposure_ttl = Duration::from_secs(cfg.exposure_ttl_secs);
         Ok(App {
+            hot: HotCache::new(Duration::from_millis(cfg.hot_cache_ms)),
+            exposures: ExposureLog::new(store.clone(), exposure_ttl, metrics.exposure_writes.clone()),
             keys: ApiKeys::new(&cfg.api_keys),
             limiter: RateLimiter::new(cfg.rate_limit_per_sec, cfg.rate_limit_burst),
             cfg,
@@ -62,21 +67,8 @@ impl App {
             publisher,
             scenarios,
             validator,
-            metrics: ServerMetrics::new(extra_metrics),
-            last_hot: Mutex::new(HashMap::new()),
+            metrics,
         })
-    }
-
-    /// Keeps `list` as the last good hot list of (tenant, scenario).
-    pub fn remember_hot(&self, tenant: &str, scenario: &str, list: &[Candidate]) {
-        let mut m = self.last_hot.lock().unwrap_or_else(|e| e.into_inner());
-        m.insert((tenant.to_string(), scenario.to_string()), Arc::new(list.to_vec()));
-    }
-
-    /// The last good hot list of (tenant, scenario).
-    pub fn last_hot(&self, tenant: &str, scenario: &str) -> Option<HotCopy> {
-        let m = self.last_hot.lock().unwrap_or_else(|e| e.into_inner());
-        m.get(&(tenant.to_string(), scenario.to_string())).cloned()
     }
 }
 

@@ -42,6 +42,8 @@ pub struct ServerConfig {
     pub exposure_ttl_secs: u64,
     /// Redis command timeout of the query path (ms); past it Redis counts as unavailable.
     pub redis_timeout_ms: u64,
+    /// How long a hot list read from the store is served from memory (ms; 0 = no caching).
+    pub hot_cache_ms: u64,
 }
 
 impl Default for ServerConfig {
@@ -60,6 +62,7 @@ impl Default for ServerConfig {
             catalog_cache_secs: 60,
             exposure_ttl_secs: 24 * 3600,
             redis_timeout_ms: 500,
+            hot_cache_ms: 1000,
         }
     }
 }

@@ -8,6 +8,8 @@ pub mod app;
 pub mod auth;
 pub mod config;
 pub mod error;
+pub mod exposures;
+pub mod hotcache;
 pub mod ids;
 pub mod limits;
 pub mod metrics;

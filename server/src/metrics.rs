@@ -24,6 +24,8 @@ pub struct ServerMetrics {
     pub degraded: IntCounterVec,
     /// Returned items per recall source.
     pub recall_hits: IntCounterVec,
+    /// Exposure writes by outcome (written, failed, dropped).
+    pub exposure_writes: IntCounterVec,
     extra: Option<ExtraMetrics>,
 }
 
@@ -40,6 +42,11 @@ impl ServerMetrics {
             counter("recflow_http_requests_total", "HTTP requests by route and status", &["route", "status"]);
         let degraded = counter("recflow_degraded_total", "Recommendations served degraded, by reason", &["reason"]);
         let recall_hits = counter("recflow_recall_hits_total", "Returned items per recall source", &["source"]);
+        let exposure_writes = counter(
+            "recflow_exposure_writes_total",
+            "Pages recorded as exposed, by outcome (written, failed, dropped)",
+            &["outcome"],
+        );
         let buckets = vec![0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5];
         let latency = HistogramVec::new(
             HistogramOpts::new("recflow_http_request_seconds", "HTTP request latency by route").buckets(buckets),
@@ -47,7 +54,7 @@ impl ServerMetrics {
         )
         .expect("static metric definition");
         registry.register(Box::new(latency.clone())).expect("unique metric name");
-        ServerMetrics { registry, requests, latency, degraded, recall_hits, extra }
+        ServerMetrics { registry, requests, latency, degraded, recall_hits, exposure_writes, extra }
     }
 
     /// The text exposition.

@@ -5,15 +5,16 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use futures_util::future::join_all;
+use recflow_schemas::Str;
 use serde::Serialize;
 
 use crate::recall::{self, Candidate, RecallCtx};
-use crate::rerank::{self, Ranked, RerankCtx};
+use crate::rerank::{self, Ranked, Reasons, RerankCtx};
 use crate::scenario::Step;
-use crate::state::{keys, StoreError};
+use crate::state::{keys, StoreError, UserState};
 use crate::{ApiError, App};
 
 /// A validated recommendation request.
@@ -37,11 +38,11 @@ pub struct RecRequest {
 #[derive(Clone, Debug, Serialize, PartialEq)]
 pub struct RecItem {
     /// The item.
-    pub item_id: String,
+    pub item_id: Str,
     /// Final score.
     pub score: f64,
     /// Recall sources that proposed it.
-    pub reasons: Vec<&'static str>,
+    pub reasons: Reasons,
 }
 
 /// How the answer was produced.
@@ -84,27 +85,43 @@ pub fn new_request_id() -> String {
 /// Merges strategy results: each list's scores scaled to its best (so scales
 /// compare), times the strategy weight, summed per item; sorted.
 pub fn merge(results: &[(&'static str, f64, Vec<Candidate>)]) -> Vec<Ranked> {
-    let mut by_item: HashMap<&str, Ranked> = HashMap::new();
+    merge_kept(results, |_| true)
+}
+
+/// [`merge`] of the candidates `keep` accepts (dropped ones cost no ranking work).
+pub fn merge_kept(results: &[(&'static str, f64, Vec<Candidate>)], keep: impl Fn(&Str) -> bool) -> Vec<Ranked> {
+    let total = results.iter().map(|(_, _, c)| c.len()).sum();
+    let mut index: HashMap<&str, usize, foldhash::fast::RandomState> =
+        HashMap::with_capacity_and_hasher(total, Default::default());
+    let mut out: Vec<Ranked> = Vec::with_capacity(total);
     for (name, weight, cands) in results {
         let best = cands.iter().map(|c| c.score).fold(0.0f64, f64::max);
         for c in cands {
             let part = if best > 0.0 { c.score / best * weight } else { 0.0 };
-            let r = by_item.entry(c.item_id.as_str()).or_insert_with(|| Ranked {
-                item_id: c.item_id.clone(),
-                score: 0.0,
-                reasons: Vec::new(),
-                category: None,
-            });
+            let i = match index.get(c.item_id.as_str()) {
+                Some(&i) => i,
+                None => {
+                    if !keep(&c.item_id) {
+                        continue;
+                    }
+                    index.insert(c.item_id.as_str(), out.len());
+                    out.push(Ranked {
+                        item_id: c.item_id.clone(),
+                        score: 0.0,
+                        reasons: Reasons::default(),
+                        category: None,
+                    });
+                    out.len() - 1
+                }
+            };
+            let r = &mut out[i];
             r.score += part;
-            if !r.reasons.contains(name) {
-                r.reasons.push(name);
-            }
+            r.reasons.add(name);
             if r.category.is_none() {
                 r.category.clone_from(&c.category);
             }
         }
     }
-    let mut out: Vec<Ranked> = by_item.into_values().collect();
     rerank::sort(&mut out);
     out
 }
@@ -117,16 +134,19 @@ fn reason_of(e: &StoreError) -> &'static str {
     }
 }
 
-/// Serves one recommendation request.
+/// Serves one recommendation request: one Redis round trip (profile and
+/// exposed set, pipelined) when the hot lists are cached; exposures are
+/// recorded off the response path (see [`crate::exposures`]).
 pub async fn recommend(app: &App, req: RecRequest) -> Result<RecResponse, ApiError> {
     let started = Instant::now();
     let store = app.store.as_ref();
     let scenario = app.scenarios.get(store, &req.tenant, &req.scenario_id).await?;
     let plan = scenario.plan(&req.user);
     let exposed_key = keys::exposed(&req.tenant, &req.user, &req.scenario_id);
-    let (profile, exposed, catalog) = futures_util::join!(
-        store.profile(req.tenant.clone(), req.user.clone(), req.scenario_id.clone()),
-        store.members(exposed_key.clone()),
+    // Before the read: whatever is not pending any more is in the exposed SET.
+    let recent = app.exposures.pending(&exposed_key);
+    let (user_state, catalog) = futures_util::join!(
+        store.user_state(req.tenant.clone(), req.user.clone(), req.scenario_id.clone(), exposed_key.clone()),
         store.catalog(req.tenant.clone()),
     );
     let catalog = catalog.unwrap_or_default();
@@ -134,13 +154,15 @@ pub async fn recommend(app: &App, req: RecRequest) -> Result<RecResponse, ApiErr
     let rctx = RerankCtx { catalog: &catalog, now_ms, page: req.count };
 
     let mut fallback: Option<&'static str> = None;
-    let mut page = match (profile, exposed) {
-        (Ok(profile), Ok(exposed)) => {
+    let mut page = match user_state {
+        Ok(UserState { profile, exposed }) => {
+            let hot_steps;
             let steps = match &profile {
-                Some(_) => plan.steps.clone(),
+                Some(_) => &plan.steps,
                 None => {
                     fallback = Some("no_profile");
-                    hot_only(&plan.steps)
+                    hot_steps = hot_only(&plan.steps);
+                    &hot_steps
                 }
             };
             let ctx = RecallCtx {
@@ -149,6 +171,7 @@ pub async fn recommend(app: &App, req: RecRequest) -> Result<RecResponse, ApiErr
                 profile: profile.as_deref(),
                 catalog: &catalog,
                 store,
+                hot: &app.hot,
                 now_ms,
             };
             let results = join_all(steps.iter().map(|s| s.recall.recall(&ctx, s.limit))).await;
@@ -156,12 +179,7 @@ pub async fn recommend(app: &App, req: RecRequest) -> Result<RecResponse, ApiErr
             let mut failure = None;
             for (step, r) in steps.iter().zip(results) {
                 match r {
-                    Ok(c) => {
-                        if step.recall.name() == recall::HOT_ITEMS {
-                            app.remember_hot(&req.tenant, &req.scenario_id, &c);
-                        }
-                        lists.push((step.recall.name(), step.weight, c));
-                    }
+                    Ok(c) => lists.push((step.recall.name(), step.weight, c)),
                     Err(e) => failure = Some(e),
                 }
             }
@@ -171,14 +189,12 @@ pub async fn recommend(app: &App, req: RecRequest) -> Result<RecResponse, ApiErr
                     fallback = Some(reason_of(&e));
                     last_good(app, &req)
                 }
-                None => {
-                    let mut ranked = merge(&lists);
-                    ranked.retain(|r| !exposed.contains(&r.item_id) && !req.exclude.contains(&r.item_id));
-                    ranked
-                }
+                None => merge_kept(&lists, |id| {
+                    !exposed.contains(id.as_str()) && !req.exclude.contains(id.as_str()) && !recent.contains(id)
+                }),
             }
         }
-        (Err(e), _) | (_, Err(e)) => {
+        Err(e) => {
             tracing::warn!(error = %e, "state read failed; serving the last good hot list");
             fallback = Some(reason_of(&e));
             last_good(app, &req)
@@ -191,20 +207,19 @@ pub async fn recommend(app: &App, req: RecRequest) -> Result<RecResponse, ApiErr
 
     let degraded_by_store = matches!(fallback, Some(r) if r != "no_profile");
     if !degraded_by_store && !page.is_empty() {
-        let ids = page.iter().map(|r| r.item_id.clone()).collect();
-        let ttl = Duration::from_secs(app.cfg.exposure_ttl_secs);
-        if let Err(e) = store.add_members(exposed_key, ids, ttl).await {
-            tracing::warn!(error = %e, "exposures not recorded");
-            app.metrics.degraded.with_label_values(&["exposure_not_recorded"]).inc();
-        }
+        app.exposures.record(exposed_key, page.iter().map(|r| r.item_id.clone()).collect()).await;
     }
     if let Some(r) = fallback {
         app.metrics.degraded.with_label_values(&[r]).inc();
     }
-    for r in &page {
-        for reason in &r.reasons {
-            app.metrics.recall_hits.with_label_values(&[reason]).inc();
+    let mut hits: [(&str, u64); recall::STRATEGY_COUNT] = [("", 0); recall::STRATEGY_COUNT];
+    for reason in page.iter().flat_map(|r| r.reasons.as_slice()) {
+        if let Some(h) = hits.iter_mut().find(|h| h.0 == *reason || h.1 == 0) {
+            *h = (reason, h.1 + 1);
         }
+    }
+    for (reason, n) in hits.iter().filter(|h| h.1 > 0) {
+        app.metrics.recall_hits.with_label_values(&[reason]).inc_by(*n);
     }
     Ok(RecResponse {
         request_id: req.request_id,
@@ -228,10 +243,11 @@ fn hot_only(steps: &[Step]) -> Vec<Step> {
 
 /// The last hot list read successfully for this (tenant, scenario), minus exclusions.
 fn last_good(app: &App, req: &RecRequest) -> Vec<Ranked> {
-    let list = app.last_hot(&req.tenant, &req.scenario_id).unwrap_or_default();
-    let cands: Vec<Candidate> = list.iter().filter(|c| !req.exclude.contains(&c.item_id)).cloned().collect();
+    let list = app.hot.last_good(&keys::hot(&req.tenant, &req.scenario_id)).unwrap_or_else(|| Arc::from(Vec::new()));
+    let cands: Vec<Candidate> = list
+        .iter()
+        .filter(|(item, _)| !req.exclude.contains(item.as_str()))
+        .map(|(item, score)| Candidate { item_id: item.clone(), score: *score, category: None })
+        .collect();
     merge(&[(recall::HOT_ITEMS, 1.0, cands)])
 }
-
-/// A shared last-good hot list.
-pub type HotCopy = Arc<Vec<Candidate>>;

@@ -137,7 +137,13 @@ pub fn run_server(app: App, listen: &str, on_bound: impl FnOnce(SocketAddr) + Se
         let bound = listener.local_addr()?;
         tracing::info!(%bound, "recflow server listening");
         on_bound(bound);
-        recflow_server::serve(Arc::new(app), listener, shutdown_signal()).await?;
+        let app = Arc::new(app);
+        let served = recflow_server::serve(app.clone(), listener, shutdown_signal()).await;
+        // Exposures are written off the response path: send what is still queued.
+        if !app.exposures.flush(Duration::from_secs(2)).await {
+            tracing::warn!("exposure writes still queued at shutdown were not sent");
+        }
+        served?;
         anyhow::Ok(())
     })
 }

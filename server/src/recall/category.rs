@@ -2,6 +2,7 @@
 //! each weighted by the category's share of the user's activity.
 
 use futures_util::future::{BoxFuture, FutureExt};
+use recflow_schemas::Str;
 
 use super::{Candidate, Recall, RecallCtx};
 use crate::ids;
@@ -28,15 +29,16 @@ impl Recall for CategoryAffinity {
             if cats.is_empty() {
                 return Ok(Vec::new());
             }
-            let key_list = cats.iter().map(|c| keys::hot_category(ctx.tenant, ctx.scenario, c)).collect();
-            let lists = ctx.store.zsets(key_list, limit).await?;
+            let key_list: Vec<String> = cats.iter().map(|c| keys::hot_category(ctx.tenant, ctx.scenario, c)).collect();
+            let lists = ctx.hot_lists(&key_list, limit).await?;
             let mut out = Vec::new();
             for (cat, list) in cats.iter().zip(lists) {
                 let share = profile.category_scores.get(*cat).copied().unwrap_or(0.0).max(0.01);
-                out.extend(list.into_iter().map(|(item_id, score)| Candidate {
-                    item_id,
+                let category = Str::new(cat);
+                out.extend(list.iter().map(|(item_id, score)| Candidate {
+                    item_id: item_id.clone(),
                     score: score * share,
-                    category: Some(cat.to_string()),
+                    category: Some(category.clone()),
                 }));
             }
             out.sort_by(|a, b| b.score.total_cmp(&a.score).then_with(|| a.item_id.cmp(&b.item_id)));

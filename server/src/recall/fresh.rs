@@ -23,8 +23,8 @@ impl Recall for FreshItems {
             .iter()
             .map(|(item, published)| {
                 let age = (ctx.now_ms - published).max(0) as f64;
-                let category = ctx.catalog.get(item).and_then(|m| m.category.as_ref()).map(|c| c.to_string());
-                Candidate { item_id: item.to_string(), score: (-age / HALF_LIFE_MS).exp2(), category }
+                let category = ctx.catalog.get(item).and_then(|m| m.category.clone());
+                Candidate { item_id: item.clone(), score: (-age / HALF_LIFE_MS).exp2(), category }
             })
             .collect();
         ready(Ok(out)).boxed()

@@ -18,9 +18,12 @@ impl Recall for HotItems {
 
     fn recall<'a>(&'a self, ctx: &'a RecallCtx<'a>, limit: usize) -> BoxFuture<'a, StoreResult<Vec<Candidate>>> {
         async move {
-            let mut lists = ctx.store.zsets(vec![keys::hot(ctx.tenant, ctx.scenario)], limit).await?;
-            let list = lists.pop().unwrap_or_default();
-            Ok(list.into_iter().map(|(item_id, score)| Candidate { item_id, score, category: None }).collect())
+            let lists = ctx.hot_lists(&[keys::hot(ctx.tenant, ctx.scenario)], limit).await?;
+            let list = lists.first().map_or(&[][..], |l| &l[..]);
+            Ok(list
+                .iter()
+                .map(|(item_id, score)| Candidate { item_id: item_id.clone(), score: *score, category: None })
+                .collect())
         }
         .boxed()
     }

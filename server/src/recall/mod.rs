@@ -1,13 +1,14 @@
 //! Recall strategies: each proposes scored candidates. A new strategy is one
-//! file implementing [`Recall`] plus one line in [`STRATEGIES`].
+//! file implementing [`Recall`] plus its entry in [`STRATEGIES`] (and [`STRATEGY_COUNT`]).
 
 mod category;
 mod fresh;
 mod hot;
 
 use futures_util::future::BoxFuture;
-use recflow_schemas::ProfileDoc;
+use recflow_schemas::{ProfileDoc, Str};
 
+use crate::hotcache::{CachedList, HotCache};
 use crate::state::{StateStore, StoreResult, TenantCatalog};
 
 pub use category::CategoryAffinity;
@@ -26,19 +27,28 @@ pub struct RecallCtx<'a> {
     pub catalog: &'a TenantCatalog,
     /// State.
     pub store: &'a dyn StateStore,
+    /// Hot lists, cached in-process for a short TTL.
+    pub hot: &'a HotCache,
     /// Wall clock, epoch ms.
     pub now_ms: i64,
+}
+
+impl RecallCtx<'_> {
+    /// The top `limit` of each hot-list ZSET in `keys`, through the in-process cache.
+    pub async fn hot_lists(&self, keys: &[String], limit: usize) -> StoreResult<Vec<CachedList>> {
+        self.hot.get(self.store, keys, limit).await
+    }
 }
 
 /// One proposed item.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Candidate {
     /// The item.
-    pub item_id: String,
+    pub item_id: Str,
     /// Strategy-specific score (higher is better; scales differ between strategies).
     pub score: f64,
     /// The category, when the strategy knows it.
-    pub category: Option<String>,
+    pub category: Option<Str>,
 }
 
 /// A recall strategy.
@@ -49,8 +59,11 @@ pub trait Recall: Send + Sync {
     fn recall<'a>(&'a self, ctx: &'a RecallCtx<'a>, limit: usize) -> BoxFuture<'a, StoreResult<Vec<Candidate>>>;
 }
 
+/// How many strategies are registered.
+pub const STRATEGY_COUNT: usize = 3;
+
 /// Every registered strategy.
-pub static STRATEGIES: [&dyn Recall; 3] = [&HotItems, &CategoryAffinity, &FreshItems];
+pub static STRATEGIES: [&dyn Recall; STRATEGY_COUNT] = [&HotItems, &CategoryAffinity, &FreshItems];
 
 /// The strategy called `name`.
 pub fn find(name: &str) -> Option<&'static dyn Recall> {

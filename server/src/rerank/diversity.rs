@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use recflow_schemas::Str;
 use serde_json::{Map, Value};
 
 use super::{only, Ranked, RerankCtx, Rule};
@@ -24,7 +25,7 @@ pub fn build(params: &Map<String, Value>) -> Result<Arc<dyn Rule>, (&'static str
 
 impl Rule for Diversity {
     fn apply(&self, items: Vec<Ranked>, ctx: &RerankCtx<'_>) -> Vec<Ranked> {
-        let mut counts: HashMap<String, usize> = HashMap::new();
+        let mut counts: HashMap<Str, usize, foldhash::fast::RandomState> = HashMap::default();
         let mut page = Vec::with_capacity(ctx.page);
         let mut rest = Vec::new();
         for r in items {
@@ -35,7 +36,7 @@ impl Rule for Diversity {
             let ok = match ctx.category_of(&r) {
                 None => true,
                 Some(c) => {
-                    let n = counts.entry(c.to_string()).or_default();
+                    let n = counts.entry(Str::new(c)).or_default();
                     *n += 1;
                     *n <= self.max_per_category
                 }
@@ -64,12 +65,12 @@ mod tests {
         let r = |id: &str, c: &str, s: f64| Ranked {
             item_id: id.into(),
             score: s,
-            reasons: vec![],
+            reasons: Default::default(),
             category: Some(c.into()),
         };
         let items = vec![r("a", "x", 9.0), r("b", "x", 8.0), r("c", "x", 7.0), r("d", "y", 6.0), r("e", "z", 5.0)];
         let rule = build(serde_json::json!({"rule": "diversity", "max_per_category": 2}).as_object().unwrap()).unwrap();
-        let out: Vec<String> = rule.apply(items, &ctx).into_iter().map(|r| r.item_id).collect();
+        let out: Vec<String> = rule.apply(items, &ctx).into_iter().map(|r| r.item_id.to_string()).collect();
         assert_eq!(out, ["a", "b", "d", "e"]);
     }
 }

@@ -3,24 +3,28 @@
 
 mod diversity;
 mod freshness;
+mod reasons;
 
 use std::sync::Arc;
 
+use recflow_schemas::Str;
 use serde_json::{Map, Value};
 
 use crate::state::TenantCatalog;
+
+pub use reasons::Reasons;
 
 /// A ranked recommendation.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Ranked {
     /// The item.
-    pub item_id: String,
+    pub item_id: Str,
     /// Merged (then reranked) score.
     pub score: f64,
     /// Recall strategies that proposed it.
-    pub reasons: Vec<&'static str>,
+    pub reasons: Reasons,
     /// Category, if a strategy or the catalog knows it.
-    pub category: Option<String>,
+    pub category: Option<Str>,
 }
 
 /// What rules may read.

@@ -134,6 +134,10 @@ impl StateStore for EmbeddedState {
         done(Err(StoreError::Unsupported("hourly analytics need ClickHouse (services mode)")))
     }
 
+    fn in_process(&self) -> bool {
+        true
+    }
+
     fn ready(&self) -> BoxFuture<'_, StoreResult<()>> {
         done(Ok(()))
     }

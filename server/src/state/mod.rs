@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::future::BoxFuture;
+use futures_util::future::{BoxFuture, FutureExt};
 use recflow_schemas::{Item, ProfileDoc, Str};
 
 pub use embedded::EmbeddedState;
@@ -93,6 +93,18 @@ impl TenantCatalog {
 /// A ZSET read: (member, score), highest first.
 pub type Ranked = Vec<(String, f64)>;
 
+/// One user's state as the recommend path reads it.
+#[derive(Clone, Debug, Default)]
+pub struct UserState {
+    /// The profile, if any.
+    pub profile: Option<Arc<ProfileDoc>>,
+    /// Items exposed to the user in the scenario (within the exposure TTL).
+    pub exposed: ItemSet,
+}
+
+/// A set of item ids with a fast (seeded) hasher: the recommend path probes it per candidate.
+pub type ItemSet = HashSet<String, foldhash::fast::RandomState>;
+
 /// What [`StateStore::hourly`] is asked for.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HourlyQuery {
@@ -122,6 +134,37 @@ pub trait StateStore: Send + Sync + 'static {
     fn members(&self, key: String) -> BoxFuture<'_, StoreResult<HashSet<String>>>;
     /// Adds `items` to a SET and (re)sets its TTL.
     fn add_members(&self, key: String, items: Vec<String>, ttl: Duration) -> BoxFuture<'_, StoreResult<()>>;
+    /// [`StateStore::add_members`] for several SETs; remote stores send them in one round trip.
+    fn add_members_batch(&self, sets: Vec<(String, Vec<String>)>, ttl: Duration) -> BoxFuture<'_, StoreResult<()>> {
+        async move {
+            for (key, items) in sets {
+                self.add_members(key, items, ttl).await?;
+            }
+            Ok(())
+        }
+        .boxed()
+    }
+    /// What the recommend path reads of one user: the profile (as
+    /// [`StateStore::profile`]) and the members of `exposed_key`; remote
+    /// stores read both in one round trip.
+    fn user_state(
+        &self,
+        tenant: String,
+        user: String,
+        scenario: String,
+        exposed_key: String,
+    ) -> BoxFuture<'_, StoreResult<UserState>> {
+        async move {
+            let (profile, exposed) =
+                futures_util::join!(self.profile(tenant, user, scenario), self.members(exposed_key));
+            Ok(UserState { profile: profile?, exposed: exposed?.into_iter().collect() })
+        }
+        .boxed()
+    }
+    /// True when writes are in-process and immediate (no round trip worth taking off the response path).
+    fn in_process(&self) -> bool {
+        false
+    }
     /// All fields of a HASH as numbers.
     fn hash(&self, key: String) -> BoxFuture<'_, StoreResult<BTreeMap<String, f64>>>;
     /// The tenant's catalog (cached by implementations that load it remotely).

@@ -4,6 +4,7 @@
 //! analytics) over HTTP.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -13,10 +14,16 @@ use recflow_sinks::{ClickHouseConfig, MongoConfig, MongoDb, SinkError};
 use redis::aio::MultiplexedConnection;
 use redis::AsyncConnectionConfig;
 
-use super::{HourlyQuery, Ranked, StateStore, StoreError, StoreResult, TenantCatalog};
+use super::{HourlyQuery, ItemSet, Ranked, StateStore, StoreError, StoreResult, TenantCatalog, UserState};
 
 /// After a failed connect, requests fail fast for this long instead of each waiting for a timeout.
 const RECONNECT_PAUSE: Duration = Duration::from_secs(1);
+/// How long a MongoDB profile lookup (made when the Redis profile cache
+/// misses) is remembered. Safe because Redis is still read on every request:
+/// the pipeline writes every new or changed profile to the Redis cache too.
+const MONGO_PROFILE_TTL: Duration = Duration::from_secs(600);
+/// Most remembered MongoDB profile lookups (the memo is cleared when full).
+const MONGO_PROFILE_CAP: usize = 200_000;
 
 /// Where the services are.
 #[derive(Clone, Debug)]
@@ -33,6 +40,25 @@ pub struct ServicesConfig {
     pub catalog_ttl: Duration,
 }
 
+/// A tenant's catalog and when it was loaded.
+struct CatalogEntry {
+    loaded: Instant,
+    catalog: Arc<TenantCatalog>,
+    /// A background reload is running.
+    refreshing: bool,
+}
+
+/// Catalogs by tenant, plus a counter bumped by every upsert so a reload
+/// that started before an upsert never replaces the newer catalog.
+#[derive(Default)]
+struct Catalogs {
+    entries: Mutex<HashMap<String, CatalogEntry>>,
+    epoch: AtomicU64,
+}
+
+/// Remembered MongoDB profile lookups by profile key.
+type ProfileMemo = Mutex<HashMap<String, (Instant, Option<Arc<ProfileDoc>>)>>;
+
 #[derive(Default)]
 struct Conn {
     conn: Option<MultiplexedConnection>,
@@ -48,7 +74,8 @@ pub struct RedisMongoState {
     clickhouse: clickhouse::Client,
     clickhouse_db: String,
     catalog_ttl: Duration,
-    catalogs: Mutex<HashMap<String, (Instant, Arc<TenantCatalog>)>>,
+    catalogs: Arc<Catalogs>,
+    mongo_profiles: ProfileMemo,
 }
 
 fn redis_err(e: redis::RedisError) -> StoreError {
@@ -77,7 +104,8 @@ impl RedisMongoState {
             clickhouse,
             clickhouse_db: cfg.clickhouse.database.clone(),
             catalog_ttl: cfg.catalog_ttl,
-            catalogs: Mutex::new(HashMap::new()),
+            catalogs: Arc::default(),
+            mongo_profiles: Mutex::new(HashMap::new()),
         })
     }
 
@@ -129,6 +157,77 @@ impl RedisMongoState {
         let db = self.mongo.clone();
         tokio::task::spawn_blocking(move || f(&db)).await.map_err(backend)?.map_err(backend)
     }
+
+    /// The profile from a Redis cache read (`cached`), else from MongoDB (remembered a while).
+    async fn profile_from(
+        &self,
+        cached: Option<String>,
+        t: String,
+        u: String,
+        s: String,
+    ) -> StoreResult<Option<Arc<ProfileDoc>>> {
+        if let Some(json) = cached {
+            return serde_json::from_str(&json).map(|d| Some(Arc::new(d))).map_err(backend);
+        }
+        let key = recflow_sinks::EmbeddedStore::profile_key(&t, &u, &s);
+        if let Some((at, doc)) = lock(&self.mongo_profiles).get(&key) {
+            if at.elapsed() < MONGO_PROFILE_TTL {
+                return Ok(doc.clone());
+            }
+        }
+        // The cache expires after an hour; MongoDB keeps every profile.
+        match self.mongo(move |db| db.get_profile(&t, &u, &s)).await {
+            Ok(doc) => {
+                let doc = doc.map(Arc::new);
+                let mut memo = lock(&self.mongo_profiles);
+                if memo.len() >= MONGO_PROFILE_CAP {
+                    memo.clear();
+                }
+                memo.insert(key, (Instant::now(), doc.clone()));
+                Ok(doc)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "profile lookup in MongoDB failed; serving without profile");
+                Ok(None)
+            }
+        }
+    }
+
+    /// Loads `tenant`'s catalog from MongoDB and caches it unless an upsert came in meanwhile.
+    async fn load_catalog(
+        mongo: MongoDb,
+        catalogs: &Catalogs,
+        tenant: String,
+        stale: Option<Arc<TenantCatalog>>,
+    ) -> Arc<TenantCatalog> {
+        let epoch = catalogs.epoch.load(Ordering::SeqCst);
+        let t = tenant.clone();
+        let loaded = tokio::task::spawn_blocking(move || mongo.tenant_items(&t)).await;
+        let catalog = match loaded {
+            Ok(Ok(items)) => Arc::new(TenantCatalog::from_items(&items)),
+            // The catalog only refines ranking: serve the stale one (or none) rather than fail.
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, %tenant, "catalog load failed");
+                stale.unwrap_or_default()
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, %tenant, "catalog load failed");
+                stale.unwrap_or_default()
+            }
+        };
+        let mut entries = lock(&catalogs.entries);
+        if catalogs.epoch.load(Ordering::SeqCst) == epoch {
+            let entry = CatalogEntry { loaded: Instant::now(), catalog: catalog.clone(), refreshing: false };
+            entries.insert(tenant, entry);
+        } else if let Some(e) = entries.get_mut(&tenant) {
+            e.refreshing = false;
+        }
+        catalog
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl StateStore for RedisMongoState {
@@ -151,17 +250,23 @@ impl StateStore for RedisMongoState {
         async move {
             let key = recflow_sinks::EmbeddedStore::profile_key(&t, &u, &s);
             let (cached,): (Option<String>,) = self.query(redis::pipe().get(&key)).await?;
-            if let Some(json) = cached {
-                return serde_json::from_str(&json).map(|d| Some(Arc::new(d))).map_err(backend);
-            }
-            // The cache expires after an hour; MongoDB keeps every profile.
-            match self.mongo(move |db| db.get_profile(&t, &u, &s)).await {
-                Ok(doc) => Ok(doc.map(Arc::new)),
-                Err(e) => {
-                    tracing::warn!(error = %e, "profile lookup in MongoDB failed; serving without profile");
-                    Ok(None)
-                }
-            }
+            self.profile_from(cached, t, u, s).await
+        }
+        .boxed()
+    }
+
+    fn user_state(
+        &self,
+        t: String,
+        u: String,
+        s: String,
+        exposed_key: String,
+    ) -> BoxFuture<'_, StoreResult<UserState>> {
+        async move {
+            let key = recflow_sinks::EmbeddedStore::profile_key(&t, &u, &s);
+            let (cached, exposed): (Option<String>, ItemSet) =
+                self.query(redis::pipe().get(&key).smembers(&exposed_key)).await?;
+            Ok(UserState { profile: self.profile_from(cached, t, u, s).await?, exposed })
         }
         .boxed()
     }
@@ -186,6 +291,21 @@ impl StateStore for RedisMongoState {
         .boxed()
     }
 
+    fn add_members_batch(&self, sets: Vec<(String, Vec<String>)>, ttl: Duration) -> BoxFuture<'_, StoreResult<()>> {
+        async move {
+            let mut pipe = redis::pipe();
+            let ttl = ttl.as_secs().max(1) as i64;
+            for (key, items) in sets.iter().filter(|(_, items)| !items.is_empty()) {
+                pipe.sadd(key, items).ignore().expire(key, ttl).ignore();
+            }
+            if pipe.is_empty() {
+                return Ok(());
+            }
+            self.query::<()>(&pipe).await
+        }
+        .boxed()
+    }
+
     fn hash(&self, key: String) -> BoxFuture<'_, StoreResult<BTreeMap<String, f64>>> {
         async move {
             let (h,): (HashMap<String, String>,) = self.query(redis::pipe().hgetall(&key)).await?;
@@ -196,23 +316,27 @@ impl StateStore for RedisMongoState {
 
     fn catalog(&self, tenant: String) -> BoxFuture<'_, StoreResult<Arc<TenantCatalog>>> {
         async move {
-            let cached = self.catalogs.lock().unwrap_or_else(|e| e.into_inner()).get(&tenant).cloned();
-            if let Some((at, c)) = &cached {
-                if at.elapsed() < self.catalog_ttl {
-                    return Ok(c.clone());
-                }
-            }
-            let t = tenant.clone();
-            let catalog = match self.mongo(move |db| db.tenant_items(&t)).await {
-                Ok(items) => Arc::new(TenantCatalog::from_items(&items)),
-                // The catalog only refines ranking: serve the stale one (or none) rather than fail.
-                Err(e) => {
-                    tracing::warn!(error = %e, %tenant, "catalog load failed");
-                    cached.map(|(_, c)| c).unwrap_or_default()
+            let stale = {
+                let mut entries = lock(&self.catalogs.entries);
+                match entries.get_mut(&tenant) {
+                    Some(e) if e.loaded.elapsed() < self.catalog_ttl || e.refreshing => return Ok(e.catalog.clone()),
+                    Some(e) => {
+                        // Expired: reload in the background, serve this copy meanwhile.
+                        e.refreshing = true;
+                        Some(e.catalog.clone())
+                    }
+                    None => None,
                 }
             };
-            self.catalogs.lock().unwrap_or_else(|e| e.into_inner()).insert(tenant, (Instant::now(), catalog.clone()));
-            Ok(catalog)
+            match stale {
+                Some(stale) => {
+                    let (mongo, catalogs) = (self.mongo.clone(), self.catalogs.clone());
+                    let old = stale.clone();
+                    tokio::spawn(async move { Self::load_catalog(mongo, &catalogs, tenant, Some(old)).await });
+                    Ok(stale)
+                }
+                None => Ok(Self::load_catalog(self.mongo.clone(), &self.catalogs, tenant, None).await),
+            }
         }
         .boxed()
     }
@@ -220,7 +344,8 @@ impl StateStore for RedisMongoState {
     fn upsert_items(&self, tenant: String, items: Vec<Item>) -> BoxFuture<'_, StoreResult<()>> {
         async move {
             self.mongo(move |db| db.upsert_items(&items)).await?;
-            self.catalogs.lock().unwrap_or_else(|e| e.into_inner()).remove(&tenant);
+            self.catalogs.epoch.fetch_add(1, Ordering::SeqCst);
+            lock(&self.catalogs.entries).remove(&tenant);
             Ok(())
         }
         .boxed()

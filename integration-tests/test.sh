@@ -21,7 +21,6 @@ cargo clippy --release --workspace --all-targets -- -D warnings
 
 echo "== services"
 bash "$services/install.sh"
-bash "$services/install-tansu-persistent.sh"
 bash "$services/start.sh" --fresh
 trap 'bash "$services/stop.sh" || true' EXIT
 eval "$(bash "$services/env.sh")"

@@ -104,6 +104,8 @@ fn drain(source: &mut KafkaSource, mut stop: impl FnMut(&Seen, Instant) -> bool)
             Poll::Ready(b) => {
                 last = Instant::now();
                 seen.batches.push(b);
+                // What the dataflow reports once a batch is turned into outputs (commit ledger).
+                source.processed(0);
             }
             Poll::Pending => std::thread::sleep(Duration::from_millis(2)),
             Poll::Done => return seen,

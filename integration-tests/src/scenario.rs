@@ -5,35 +5,18 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use recflow::commands::run::{run, RunArgs};
 use recflow_sinks::{ClickHouseConfig, MongoConfig};
 use serde_json::Value;
 
 use crate::compare::{ours, same};
+use crate::workload::generate;
 use crate::{service, unique};
 
+/// The repository root.
 pub fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-pub fn gen_script() -> PathBuf {
-    std::env::var("RECFLOW_GEN_EVENTS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| root().join("../shared/workload/gen_events.py"))
-}
-
-/// Runs gen_events.py and renames its tenants `tenant_*` to `{prefix}_tenant_*`,
-/// so this run's topics, keys and rows never mix with other tests'.
-pub fn generate(what: &str, args: &[&str], prefix: &str) -> String {
-    let script = gen_script();
-    assert!(script.exists(), "workload generator {} is missing (set RECFLOW_GEN_EVENTS)", script.display());
-    let out = Command::new("python3").arg(&script).arg(what).args(args).output().expect("python3 runs");
-    assert!(out.status.success(), "gen_events.py failed: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .replace("\"tenant_id\":\"tenant_", &format!("\"tenant_id\":\"{prefix}_tenant_"))
 }
 
 /// Everything one scenario needs.

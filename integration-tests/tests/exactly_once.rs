@@ -20,17 +20,20 @@ use recflow_integration_tests::scenario::{
 /// The tests share the services and the machine; one at a time.
 static LOCK: Mutex<()> = Mutex::new(());
 
-/// `recflow run` over Kafka into the services, as a separate process.
-fn spawn(s: &Setup, exit_when_idle: Option<u64>) -> Child {
+/// `recflow run` over Kafka into the services, as a separate process; its
+/// stderr (info logs: assignments, resumed partition times, progress) goes
+/// to `{scenario dir}/{name}.log` for the post-mortem of a failure.
+fn spawn(s: &Setup, name: &str, exit_when_idle: Option<u64>) -> Child {
+    let log = std::fs::File::create(s.dir.join(format!("{name}.log"))).expect("log file");
     let mut cmd = Command::new(recflow_bin());
     cmd.args(["run", "--config"])
         .arg(&s.config)
         .arg("--catalog")
         .arg(&s.catalog)
         .args(["--workers", "2", "--metrics-addr", "off"])
-        .env("RUST_LOG", "warn")
+        .env("RUST_LOG", "info")
         .stdout(Stdio::null())
-        .stderr(Stdio::null());
+        .stderr(log);
     if let Some(secs) = exit_when_idle {
         cmd.args(["--exit-when-idle", &secs.to_string()]);
     }
@@ -60,9 +63,16 @@ fn seed() -> u64 {
 /// are assigned only then): several session timeouts (6 s here).
 fn drain(s: &Setup) {
     let t = Instant::now();
-    let status = spawn(s, Some(40)).wait().expect("recflow runs");
+    let status = spawn(s, "drain", Some(40)).wait().expect("recflow runs");
     assert!(status.success(), "the final run failed: {status}");
     eprintln!("final run drained in {:.1}s", t.elapsed().as_secs_f64());
+}
+
+/// A progress line (events, watermark, late) every second in the run logs.
+fn progress_in_logs(s: &Setup) {
+    let text = std::fs::read_to_string(&s.config).expect("config");
+    std::fs::write(&s.config, text.replace("progress_interval_secs = 0", "progress_interval_secs = 1"))
+        .expect("config");
 }
 
 fn assert_exact(s: &Setup, embedded: &serde_json::Value, valid: u64) {
@@ -78,14 +88,16 @@ fn kill_9_at_five_random_moments_then_drain_equals_the_uninterrupted_run() {
     let s = setup(n);
     let embedded = embedded_dump(&s);
     assert_eq!(produce(&s), n);
+    progress_in_logs(&s);
     let seed = seed();
+    eprintln!("run logs in {}", s.dir.display());
     eprintln!("kill moments seed: {seed} (RECFLOW_CRASH_SEED={seed} replays them)");
     let mut moments = Moments(seed);
     for round in 1..=5 {
         // Late enough to have joined the group and written something, early
         // enough to be mid-run (a run of this workload takes about a minute).
         let after = moments.next_ms(6_000, 30_000);
-        let mut child = spawn(&s, None);
+        let mut child = spawn(&s, &format!("round{round}"), None);
         std::thread::sleep(Duration::from_millis(after));
         let finished = child.try_wait().expect("wait").is_some();
         assert!(!finished, "round {round}: the pipeline exited on its own before the kill");
@@ -104,7 +116,7 @@ fn sigterm_flushes_commits_and_exits_0_then_a_restart_completes_exactly() {
     let s = setup(n);
     let embedded = embedded_dump(&s);
     assert_eq!(produce(&s), n);
-    let mut child = spawn(&s, None);
+    let mut child = spawn(&s, "sigterm", None);
     std::thread::sleep(Duration::from_secs(12));
     let t = Instant::now();
     let ok = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("kill runs").success();

@@ -31,6 +31,7 @@ use serde::{Deserialize, Serialize};
 
 use recflow_schemas::Validator;
 
+use crate::coverage::Coverage;
 use crate::ledger::CommitLedger;
 use crate::{Batch, Origin, Poll, Record, Rejected, Source};
 
@@ -441,7 +442,7 @@ impl ConsumerContext for Ctx {
                 due.remove(&key);
             }
             drop((ledger, due));
-            tracing::info!(partitions = pairs.len(), "kafka partitions revoked");
+            tracing::info!(partitions = pairs.len(), list = ?pairs, "kafka partitions revoked");
             lock(&self.0.changes).push(Change::Revoked(pairs));
             self.0.changed.store(true, Ordering::Release);
         }
@@ -462,7 +463,7 @@ impl ConsumerContext for Ctx {
                         tracing::warn!(error = %e, "pausing excluded topics failed; their messages are skipped");
                     }
                 }
-                tracing::info!(partitions = pairs.len(), "kafka partitions assigned");
+                tracing::info!(partitions = pairs.len(), list = ?pairs, "kafka partitions assigned");
                 lock(&self.0.changes).push(Change::Assigned(pairs));
                 self.0.changed.store(true, Ordering::Release);
             }
@@ -647,6 +648,8 @@ pub struct KafkaSource {
     last_commit: Instant,
     group: Arc<str>,
     times: Option<Arc<dyn PartitionTimes>>,
+    /// The process's partition ownership and this member's slot in it.
+    coverage: Option<(Coverage, usize)>,
 }
 
 impl KafkaSource {
@@ -673,6 +676,7 @@ impl KafkaSource {
             last_commit: Instant::now(),
             group: Arc::from(cfg.group_id.as_str()),
             times: None,
+            coverage: None,
         })
     }
 
@@ -694,6 +698,13 @@ impl KafkaSource {
     /// Keeps partition times in `times` too, for brokers that drop commit metadata.
     pub fn with_partition_times(mut self, times: Arc<dyn PartitionTimes>) -> Self {
         self.times = Some(times);
+        self
+    }
+
+    /// Reports this member's partitions to `coverage` as `slot`, and reports no
+    /// watermark while some input partition is owned by no member of it.
+    pub fn with_coverage(mut self, coverage: Coverage, slot: usize) -> Self {
+        self.coverage = Some((coverage, slot));
         self
     }
 
@@ -783,6 +794,9 @@ impl KafkaSource {
                     }
                 }
             }
+        }
+        if let Some((coverage, slot)) = &self.coverage {
+            coverage.set_owned(*slot, self.tracker.parts.keys().map(|(t, p)| (t.to_string(), *p)).collect());
         }
     }
 
@@ -896,7 +910,11 @@ impl Source for KafkaSource {
     }
 
     fn max_ts_floor(&self) -> i64 {
-        self.tracker.floor()
+        match &self.coverage {
+            // Event time waits until every input partition is read by someone.
+            Some((c, _)) if !c.is_complete() => i64::MIN,
+            _ => self.tracker.floor(),
+        }
     }
 
     fn processed(&mut self, release: u64) {

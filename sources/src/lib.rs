@@ -5,6 +5,7 @@
 
 pub mod catalog;
 pub mod channel;
+pub mod coverage;
 pub mod generator;
 pub mod jsonl;
 pub mod kafka;
@@ -18,6 +19,7 @@ use recflow_schemas::{Event, Rejection, SourcePos};
 
 pub use catalog::Catalog;
 pub use channel::ChannelSource;
+pub use coverage::Coverage;
 pub use jsonl::{JsonlFile, JsonlSource};
 pub use kafka::{KafkaCommitter, KafkaConfig, KafkaSource, LagHandle, PartitionTimes};
 

@@ -5,11 +5,13 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 
 use recflow::commands::run::{run, RunArgs};
 use recflow_sinks::{ClickHouseConfig, MongoConfig};
 use serde_json::Value;
 
+use crate::cli::recflow_bin;
 use crate::compare::{ours, same};
 use crate::workload::generate;
 use crate::{service, unique};
@@ -39,13 +41,20 @@ pub fn setup(n_events: u64) -> Setup {
 
 /// A scenario of `n_events` whose Kafka is `brokers`.
 pub fn setup_on(n_events: u64, brokers: &str) -> Setup {
+    setup_seeded(n_events, 7, brokers)
+}
+
+/// A scenario of `n_events` generated with `seed`, whose Kafka is `brokers`.
+pub fn setup_seeded(n_events: u64, seed: u64, brokers: &str) -> Setup {
+    let seed = seed.to_string();
     let prefix = unique("e2e").replace('_', "").chars().take(14).collect::<String>();
     let dir = std::env::temp_dir().join(&prefix);
     std::fs::create_dir_all(&dir).unwrap();
     let events = dir.join("events.jsonl");
     let catalog = dir.join("items.jsonl");
-    std::fs::write(&events, generate("events", &["--events", &n_events.to_string(), "--seed", "7"], &prefix)).unwrap();
-    std::fs::write(&catalog, generate("catalog", &["--seed", "7"], &prefix)).unwrap();
+    std::fs::write(&events, generate("events", &["--events", &n_events.to_string(), "--seed", &seed], &prefix))
+        .unwrap();
+    std::fs::write(&catalog, generate("catalog", &["--seed", &seed], &prefix)).unwrap();
     let mongo = MongoConfig { url: service("MONGO_URL"), database: prefix.clone(), ..MongoConfig::default() };
     let clickhouse =
         ClickHouseConfig { url: service("CLICKHOUSE_URL"), database: prefix.clone(), ..ClickHouseConfig::default() };
@@ -67,7 +76,19 @@ group_id = "{prefix}"
 topic_pattern = "^user-behaviors-{prefix}_[a-z0-9_]+$"
 session_timeout_ms = 6000
 partitions = 3
-[kafka_sink]
+{sinks}"#,
+            sinks = sink_sections(&prefix, brokers),
+        ),
+    )
+    .unwrap();
+    Setup { dir, prefix, events, catalog, config, mongo, clickhouse, brokers: brokers.to_string() }
+}
+
+/// The config sections of the sinks on the shared services, in databases
+/// named `prefix`, the output topics on `brokers`.
+pub fn sink_sections(prefix: &str, brokers: &str) -> String {
+    format!(
+        r#"[kafka_sink]
 brokers = "{brokers}"
 [redis]
 url = "{redis}"
@@ -78,16 +99,22 @@ database = "{prefix}"
 url = "{ch}"
 database = "{prefix}"
 "#,
-            brokers = brokers,
-            redis = service("REDIS_URL"),
-            mongo = mongo.url,
-            ch = clickhouse.url,
-        ),
+        redis = service("REDIS_URL"),
+        mongo = service("MONGO_URL"),
+        ch = service("CLICKHOUSE_URL"),
     )
-    .unwrap();
-    Setup { dir, prefix, events, catalog, config, mongo, clickhouse, brokers: brokers.to_string() }
 }
 
+/// `recflow run` of this scenario (its config and catalog, 2 workers) as a
+/// child process; the caller adds the run's own flags.
+pub fn run_command(s: &Setup) -> Command {
+    let mut c = Command::new(recflow_bin());
+    c.arg("run").arg("--config").arg(&s.config).arg("--catalog").arg(&s.catalog).args(["--workers", "2"]);
+    c.stdin(Stdio::null());
+    c
+}
+
+/// In-process run arguments of this scenario over `input` (Kafka if `None`).
 pub fn args(s: &Setup, input: Option<&Path>, config: &Path) -> RunArgs {
     RunArgs {
         config: config.to_path_buf(),

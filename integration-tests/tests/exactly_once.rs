@@ -12,9 +12,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use recflow_integration_tests::cli::recflow_bin;
 use recflow_integration_tests::scenario::{
-    assert_clickhouse, assert_raw_log_exactly_once, assert_state_equals_embedded, embedded_dump, produce, setup, Setup,
+    assert_clickhouse, assert_raw_log_exactly_once, assert_state_equals_embedded, embedded_dump, produce, run_command,
+    setup, Setup,
 };
 
 /// The tests share the services and the machine; one at a time.
@@ -25,15 +25,8 @@ static LOCK: Mutex<()> = Mutex::new(());
 /// to `{scenario dir}/{name}.log` for the post-mortem of a failure.
 fn spawn(s: &Setup, name: &str, exit_when_idle: Option<u64>) -> Child {
     let log = std::fs::File::create(s.dir.join(format!("{name}.log"))).expect("log file");
-    let mut cmd = Command::new(recflow_bin());
-    cmd.args(["run", "--config"])
-        .arg(&s.config)
-        .arg("--catalog")
-        .arg(&s.catalog)
-        .args(["--workers", "2", "--metrics-addr", "off"])
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(log);
+    let mut cmd = run_command(s);
+    cmd.args(["--metrics-addr", "off"]).env("RUST_LOG", "info").stdout(Stdio::null()).stderr(log);
     if let Some(secs) = exit_when_idle {
         cmd.args(["--exit-when-idle", &secs.to_string()]);
     }

@@ -15,6 +15,7 @@ use rdkafka::Message;
 use recflow::commands::run::{run, RunArgs};
 use recflow::commands::serve::services_app;
 use recflow::config::Config;
+use recflow_integration_tests::scenario::sink_sections;
 use recflow_integration_tests::{service, unique};
 use serde_json::{json, Value};
 
@@ -39,24 +40,12 @@ group_id = "{prefix}"
 topic_pattern = "^user-behaviors-{tenant}$"
 session_timeout_ms = 6000
 partitions = 2
-[kafka_sink]
-brokers = "{brokers}"
-[redis]
-url = "{redis}"
-[mongo]
-url = "{mongo}"
-database = "{prefix}"
-[clickhouse]
-url = "{ch}"
-database = "{prefix}"
-[server]
+{sinks}[server]
 api_keys = [{{ tenant = "{tenant}", key_sha256 = "{hash}" }}]
 scenarios_dir = "{scenarios}"
 "#,
         brokers = service("KAFKA_BROKERS"),
-        redis = service("REDIS_URL"),
-        mongo = service("MONGO_URL"),
-        ch = service("CLICKHOUSE_URL"),
+        sinks = sink_sections(prefix, &service("KAFKA_BROKERS")),
         hash = recflow_server::auth::hash_key(KEY),
         scenarios = concat!(env!("CARGO_MANIFEST_DIR"), "/../configs/scenarios"),
     );

@@ -6,15 +6,16 @@
 //! event exactly once. Run one at a time: they stop shared services.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use recflow_integration_tests::cli::{free_port, http_get, recflow_bin};
-use recflow_integration_tests::compare::{ours, same};
-use recflow_integration_tests::workload::generate;
-use recflow_integration_tests::{service, unique};
-use recflow_sinks::MongoConfig;
+use recflow_integration_tests::cli::{free_port, http_get};
+use recflow_integration_tests::scenario::{
+    assert_clickhouse, assert_raw_log_exactly_once, assert_state_equals_embedded, embedded_dump, produce, run_command,
+    setup_seeded, Setup,
+};
+use recflow_integration_tests::service;
 use serde_json::Value;
 
 /// The tests stop shared services; run them one at a time.
@@ -24,7 +25,7 @@ static LOCK: Mutex<()> = Mutex::new(());
 const EVENTS: u64 = 50_000;
 /// Events consumed before the fault is injected.
 const FAULT_AFTER: f64 = 5_000.0;
-/// ClickHouse rows per batch (the sink's default, in the config below).
+/// ClickHouse rows per batch (the sink's default).
 const BATCH_ROWS: u64 = 1000;
 const WORKERS: u64 = 2;
 
@@ -38,152 +39,26 @@ fn script(name: &str, args: &[&str]) {
     assert!(ok, "{name} {args:?} failed");
 }
 
-/// Everything one run needs.
-struct Setup {
-    dir: PathBuf,
-    prefix: String,
-    events: PathBuf,
-    catalog: PathBuf,
-    config: PathBuf,
-    mongo: MongoConfig,
-    clickhouse_url: String,
+/// A scenario of `EVENTS` (seed 11) on the shared services.
+fn scenario() -> Setup {
+    setup_seeded(EVENTS, 11, &service("KAFKA_BROKERS"))
 }
 
-impl Setup {
-    fn new() -> Self {
-        let prefix = unique("sf").replace('_', "").chars().take(14).collect::<String>();
-        let dir = std::env::temp_dir().join(&prefix);
-        std::fs::create_dir_all(&dir).unwrap();
-        let events = dir.join("events.jsonl");
-        let catalog = dir.join("items.jsonl");
-        std::fs::write(&events, generate("events", &["--events", &EVENTS.to_string(), "--seed", "11"], &prefix))
-            .unwrap();
-        std::fs::write(&catalog, generate("catalog", &["--seed", "11"], &prefix)).unwrap();
-        let mongo = MongoConfig { url: service("MONGO_URL"), database: prefix.clone(), ..MongoConfig::default() };
-        let config = dir.join("config.toml");
-        std::fs::write(
-            &config,
-            format!(
-                r#"
-[pipeline]
-workers = {WORKERS}
-progress_interval_secs = 0
-[outputs]
-store = "services"
-[kafka]
-brokers = "{brokers}"
-group_id = "{prefix}"
-topic_pattern = "^user-behaviors-{prefix}_[a-z0-9_]+$"
-session_timeout_ms = 6000
-partitions = 3
-[kafka_sink]
-brokers = "{brokers}"
-[redis]
-url = "{redis}"
-[mongo]
-url = "{mongo}"
-database = "{prefix}"
-[clickhouse]
-url = "{ch}"
-database = "{prefix}"
-batch_rows = {BATCH_ROWS}
-"#,
-                brokers = service("KAFKA_BROKERS"),
-                redis = service("REDIS_URL"),
-                mongo = mongo.url,
-                ch = service("CLICKHOUSE_URL"),
-            ),
-        )
-        .unwrap();
-        Setup { dir, prefix, events, catalog, config, mongo, clickhouse_url: service("CLICKHOUSE_URL") }
-    }
-
-    /// `recflow run` with this setup's catalog, 2 workers, exiting once the input is drained.
-    fn run_command(&self, config: &Path) -> Command {
-        let mut c = Command::new(recflow_bin());
-        c.arg("run")
-            .arg("--config")
-            .arg(config)
-            .arg("--catalog")
-            .arg(&self.catalog)
-            .args(["--workers", &WORKERS.to_string(), "--exit-when-idle", "12"])
-            .stdin(Stdio::null());
-        c
-    }
-
-    /// The embedded run of the same file: the reference state.
-    fn embedded_dump(&self) -> Value {
-        let cfg = self.dir.join("embedded.toml");
-        std::fs::write(
-            &cfg,
-            "[pipeline]\nprogress_interval_secs = 0\n[telemetry]\nmetrics_addr = \"\"\n[embedded]\ndlq_path = \"\"\nraw_log_path = \"\"\n",
-        )
-        .unwrap();
-        let dump = self.dir.join("embedded.json");
-        let st = self.run_command(&cfg).arg("--input").arg(&self.events).arg("--dump-state").arg(&dump).status();
-        assert!(st.expect("recflow runs").success(), "embedded run failed");
-        serde_json::from_slice(&std::fs::read(&dump).unwrap()).unwrap()
-    }
-
-    /// Produces the file to the per-tenant topics (3 partitions each).
-    fn produce(&self) {
-        let f = std::io::BufReader::new(std::fs::File::open(&self.events).unwrap());
-        let stats = recflow_sources::kafka_admin::produce_jsonl(&service("KAFKA_BROKERS"), f, 3).unwrap();
-        assert_eq!(stats.produced, EVENTS);
-    }
-
-    /// The services run as a child process serving /metrics on `metrics_addr`.
-    fn spawn(&self, metrics_addr: &str) -> Child {
-        self.run_command(&self.config)
-            .args(["--metrics-addr", metrics_addr, "--stats-json"])
-            .arg(self.dir.join("stats.json"))
-            .spawn()
-            .expect("spawn recflow run")
-    }
-
-    /// Waits for the run to exit; its `--stats-json`.
-    fn finish(&self, mut child: Child) -> Value {
-        let status = child.wait().unwrap();
-        assert!(status.success(), "recflow run failed: {status}");
-        serde_json::from_slice(&std::fs::read(self.dir.join("stats.json")).unwrap()).unwrap()
-    }
-
-    fn assert_state_equals_embedded(&self, embedded: &Value) {
-        let want = ours(embedded, &self.prefix);
-        let got = ours(&recflow_sinks::redis::dump(&service("REDIS_URL")).unwrap(), &self.prefix);
-        assert_eq!(want.len(), got.len(), "Redis key count");
-        assert!(want.keys().eq(got.keys()), "Redis key sets differ");
-        for (k, v) in &want {
-            same(v, &got[k], k).unwrap();
-        }
-        let profiles = recflow_sinks::mongo::dump_profiles(&self.mongo).unwrap();
-        same(&embedded["mongo.user_profiles"], &Value::Array(profiles), "mongo.user_profiles").unwrap();
-        eprintln!(
-            "state equals the embedded run: {} Redis keys, {} profiles",
-            want.len(),
-            embedded["mongo.user_profiles"].as_array().map_or(0, Vec::len)
-        );
-    }
-
-    /// Every event exactly once in `user_behaviors`: count() and uniqExact(event_id) both EVENTS.
-    fn assert_clickhouse_exactly_once(&self) {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        let client = clickhouse::Client::default().with_url(&self.clickhouse_url).with_validation(false);
-        let sql = format!("SELECT count(), uniqExact(event_id) FROM `{}`.user_behaviors", self.prefix);
-        let (count, distinct): (u64, u64) = rt.block_on(client.query(&sql).fetch_one()).unwrap();
-        eprintln!("clickhouse: count() {count}, uniqExact(event_id) {distinct}");
-        assert_eq!((count, distinct), (EVENTS, EVENTS), "every event exactly once");
-        let _ = rt.block_on(client.query(&format!("DROP DATABASE IF EXISTS `{}`", self.prefix)).execute());
-    }
+/// The services run as a child process serving /metrics on `metrics_addr`,
+/// exiting once the input is drained.
+fn spawn(s: &Setup, metrics_addr: &str) -> Child {
+    run_command(s)
+        .args(["--exit-when-idle", "12", "--metrics-addr", metrics_addr, "--stats-json"])
+        .arg(s.dir.join("stats.json"))
+        .spawn()
+        .expect("spawn recflow run")
 }
 
-impl Drop for Setup {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-        if let Ok(db) = recflow_sinks::MongoDb::new(&self.mongo) {
-            let _ = db.database().drop().run();
-        }
-    }
+/// Waits for the run to exit; its `--stats-json`.
+fn finish(s: &Setup, mut child: Child) -> Value {
+    let status = child.wait().unwrap();
+    assert!(status.success(), "recflow run failed: {status}");
+    serde_json::from_slice(&std::fs::read(s.dir.join("stats.json")).unwrap()).unwrap()
 }
 
 /// Sum of `recflow_events_total` over this run's tenants; `None` while /metrics is not up.
@@ -221,27 +96,28 @@ fn wait_for_events(addr: &str, prefix: &str, at_least: f64) -> f64 {
 
 /// One run with `fault` injected once `FAULT_AFTER` events are in; the run's stats.
 fn run_with_fault(s: &Setup, fault: impl FnOnce(&str)) -> Value {
-    let embedded = s.embedded_dump();
-    s.produce();
+    let embedded = embedded_dump(s);
+    assert_eq!(produce(s), EVENTS);
     let addr = format!("127.0.0.1:{}", free_port());
-    let child = s.spawn(&addr);
+    let child = spawn(s, &addr);
     let started = Instant::now();
     let at = wait_for_events(&addr, &s.prefix, FAULT_AFTER);
     eprintln!("fault injected after {at} events ({:.1}s)", started.elapsed().as_secs_f64());
     assert!(at < (EVENTS - 2 * WORKERS * BATCH_ROWS) as f64, "the run was nearly done before the fault");
     fault(&addr);
-    let stats = s.finish(child);
+    let stats = finish(s, child);
     eprintln!("run: {} events in {:.1}s", stats["events"], started.elapsed().as_secs_f64());
     assert_eq!(stats["events"], EVENTS, "every produced event consumed exactly once");
-    s.assert_state_equals_embedded(&embedded);
-    s.assert_clickhouse_exactly_once();
+    assert_state_equals_embedded(s, &embedded);
+    assert_raw_log_exactly_once(s, EVENTS);
+    assert_clickhouse(s, EVENTS);
     stats
 }
 
 /// Stops `service` (connection refused) for 10 s mid-run, then starts it again.
 fn stop_and_restart(service: &str) {
     let _g = LOCK.lock().unwrap_or_else(|p| p.into_inner());
-    let s = Setup::new();
+    let s = scenario();
     run_with_fault(&s, |addr| {
         let t = Instant::now();
         script("pause.sh", &["--down", service]);
@@ -281,7 +157,7 @@ fn clickhouse_stopped_and_restarted_mid_run_loses_and_duplicates_nothing() {
 #[test]
 fn clickhouse_frozen_for_20s_pauses_consumption_with_bounded_memory() {
     let _g = LOCK.lock().unwrap_or_else(|p| p.into_inner());
-    let s = Setup::new();
+    let s = scenario();
     let mut growth = None;
     let stats = run_with_fault(&s, |addr| {
         script("pause.sh", &["clickhouse"]);

@@ -168,5 +168,11 @@ fn collected_events_flow_through_the_pipeline_into_what_the_server_serves() {
         .await;
         assert_eq!(other["metadata"]["fallback_reason"], "no_profile");
         assert_eq!(item_ids(&other), ["m1", "m2"]);
+        // Hourly analytics from ClickHouse's metrics_hourly, counts as JSON numbers.
+        let (s, h) = call(&r, "GET", "/api/v1/analytics/hourly?scenario_id=vlog_main_feed", auth, None, None).await;
+        assert_eq!(s, StatusCode::OK, "{h}");
+        let rows = h["rows"].as_array().cloned().unwrap_or_default();
+        let sum = |f: &str| rows.iter().map(|r| r[f].as_u64().expect("a count as a JSON number")).sum::<u64>();
+        assert_eq!((sum("likes"), sum("clicks"), sum("impressions")), (15, 1, 0), "{h}");
     });
 }

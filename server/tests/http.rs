@@ -535,7 +535,7 @@ async fn scenario_put_is_served_at_once_and_read_routes_answer() {
         (Some("news-v9"), Some("none"), Some("none"))
     );
 
-    // Realtime metrics grouped per variant; hourly needs ClickHouse.
+    // Realtime metrics grouped per variant.
     let row = |variant: &str, clicks: u64| MetricsRow {
         experiment_id: "exp_001".into(),
         variant: variant.into(),
@@ -569,8 +569,35 @@ async fn scenario_put_is_served_at_once_and_read_routes_answer() {
     assert_eq!(v["variants"][0]["metrics"]["clicks"], 2.0);
     let (_, v) = h.call("GET", "/api/v1/metrics/realtime?scenario_id=s1", Some(B), None).await;
     assert_eq!(v["variants"], json!([]), "B has no metrics");
+    // Hourly analytics from the raw-log rows: two clicks and a play of A in the
+    // current hour, one click of B.
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
+    let hour = now - now % 3_600_000;
+    let raw = |id: &str, tenant: &str, action: &str, watch: Option<f64>| {
+        let e = json!({
+            "event_id": id, "tenant_id": tenant, "scenario_id": "s1", "user_id": "u1", "item_id": "i1",
+            "action": action, "ts": hour + 1, "request_id": null, "experiment_id": "exp_001", "variant": "control",
+            "category": null, "context": null, "watch_duration": watch, "completion_rate": null, "amount": null
+        });
+        Output::Raw(Box::new(serde_json::from_value::<recflow_schemas::Event>(e).unwrap().into()))
+    };
+    h.store
+        .apply_batch(&[
+            raw("h1", A.0, "click", None),
+            raw("h2", A.0, "click", None),
+            raw("h3", A.0, "play", Some(40.0)),
+            raw("h4", B.0, "click", None),
+        ])
+        .unwrap();
     let (s, v) = h.call("GET", "/api/v1/analytics/hourly?scenario_id=s1", Some(A), None).await;
-    assert_eq!((s, v["error"]["code"].as_str()), (StatusCode::NOT_IMPLEMENTED, Some("not_supported")));
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let rows = v["rows"].as_array().cloned().unwrap_or_default();
+    assert_eq!(rows.len(), 1, "{v}");
+    assert_eq!((rows[0]["clicks"].as_u64(), rows[0]["views"].as_u64()), (Some(2), Some(1)));
+    assert_eq!((rows[0]["hour_ms"].as_i64(), rows[0]["avg_watch_duration"].as_f64()), (Some(hour), Some(40.0)));
+    let (_, v) = h.call("GET", "/api/v1/analytics/hourly?scenario_id=s1", Some(B), None).await;
+    let rows = v["rows"].as_array().cloned().unwrap_or_default();
+    assert_eq!(rows.iter().map(|r| r["clicks"].as_u64()).collect::<Vec<_>>(), vec![Some(1)], "B sees only its own");
     h.seed_hot(A.0, "s1", Some("music"), &[("m1", 3.0), ("m2", 2.0), ("m3", 1.0)]);
     let (_, v) = h.call("GET", "/api/v1/hot-items?scenario_id=s1&category=music&limit=2", Some(A), None).await;
     assert_eq!(v["items"], json!([{"item_id": "m1", "score": 3.0}, {"item_id": "m2", "score": 2.0}]));

@@ -9,7 +9,7 @@ use futures_util::future::{ready, BoxFuture, FutureExt};
 use recflow_schemas::{Item, ProfileDoc};
 use recflow_sinks::EmbeddedStore;
 
-use super::{HourlyQuery, Ranked, StateStore, StoreError, StoreResult, TenantCatalog};
+use super::{HourlyQuery, Ranked, StateStore, StoreResult, TenantCatalog};
 
 /// A SET with one expiry for the whole key, like Redis.
 #[derive(Debug)]
@@ -130,8 +130,21 @@ impl StateStore for EmbeddedState {
         done(Ok(()))
     }
 
-    fn hourly(&self, _q: HourlyQuery) -> BoxFuture<'_, StoreResult<Vec<serde_json::Value>>> {
-        done(Err(StoreError::Unsupported("hourly analytics need ClickHouse (services mode)")))
+    fn hourly(&self, q: HourlyQuery) -> BoxFuture<'_, StoreResult<Vec<serde_json::Value>>> {
+        // The same columns as the ClickHouse query of the services mode.
+        let rows = self.store.hourly(&q.tenant, &q.scenario, q.from_ms, q.to_ms);
+        done(Ok(rows
+            .into_iter()
+            .map(|r| {
+                serde_json::json!({
+                    "experiment_id": r.experiment_id, "variant": r.variant, "hour_ms": r.hour_ms,
+                    "impressions": r.impressions, "clicks": r.clicks, "views": r.views, "likes": r.likes,
+                    "shares": r.shares, "comments": r.comments, "add_carts": r.add_carts, "orders": r.orders,
+                    "payments": r.payments, "gmv": r.gmv, "avg_watch_duration": r.avg_watch_duration(),
+                    "avg_completion_rate": r.avg_completion_rate(),
+                })
+            })
+            .collect()))
     }
 
     fn in_process(&self) -> bool {

@@ -2,6 +2,7 @@
 //! MISSION.md, held in-process for `recflow demo` and read by the HTTP server.
 
 mod dump;
+mod hourly;
 mod sink;
 mod store;
 mod value;
@@ -9,6 +10,7 @@ mod value;
 #[cfg(test)]
 mod tests;
 
+pub use hourly::HourlyRow;
 pub use sink::EmbeddedSink;
 pub use store::{EmbeddedStore, HOT_TTL, METRICS_TTL, PROFILE_TTL};
 pub use value::FieldValue;

@@ -10,6 +10,7 @@ use std::time::{Duration, SystemTime};
 
 use recflow_schemas::{HotList, ItemStatsDelta, MetricsWindow, Output, ProfileDoc, Str, ACTIONS};
 
+use super::hourly::{Hourly, HourlyRow};
 use super::FieldValue;
 use crate::SinkError;
 
@@ -63,6 +64,8 @@ pub struct EmbeddedStore {
     pub(super) user_profiles: RwLock<HashMap<ProfileKey, Arc<ProfileDoc>>>,
     /// `user:profile:{tenant}:{user}:{scenario}` strings, by key.
     pub(super) profile_cache: RwLock<HashMap<ProfileKey, CachedProfile>>,
+    /// ClickHouse `metrics_hourly`, from the raw-log rows.
+    hourly: RwLock<Hourly>,
 }
 
 // Poisoning only means another worker panicked; each critical section leaves
@@ -215,14 +218,23 @@ impl EmbeddedStore {
         // Build everything costly (sorting, JSON, clones) before taking locks.
         let mut hot = Vec::new();
         let mut profiles = Vec::new();
-        let (mut has_stats, mut has_metrics) = (false, false);
+        let (mut has_stats, mut has_metrics, mut has_raw) = (false, false, false);
         for out in batch {
             match out {
                 Output::Hot(l) => hot.push((l.key(), build_zset(l, now))),
                 Output::Profile(d) => profiles.push(prepare_profile(d)),
                 Output::ItemStats(_) => has_stats = true,
                 Output::Metrics(_) => has_metrics = true,
-                Output::Raw(_) | Output::Dead(_) => {}
+                Output::Raw(_) => has_raw = true,
+                Output::Dead(_) => {}
+            }
+        }
+        if has_raw {
+            let mut hourly = write(&self.hourly);
+            for out in batch {
+                if let Output::Raw(r) = out {
+                    hourly.add(&r.event);
+                }
             }
         }
         if !hot.is_empty() {
@@ -271,6 +283,12 @@ impl EmbeddedStore {
             applied += 1;
         }
         applied
+    }
+
+    /// `metrics_hourly` rows of (tenant, scenario) for hours starting in
+    /// `[from_ms, to_ms)`, ordered by hour, experiment, variant.
+    pub fn hourly(&self, tenant: &str, scenario: &str, from_ms: i64, to_ms: i64) -> Vec<HourlyRow> {
+        read(&self.hourly).query(tenant, scenario, from_ms, to_ms)
     }
 
     /// Drops keys whose TTL passed by wall-clock now; returns how many.

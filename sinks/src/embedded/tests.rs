@@ -191,7 +191,7 @@ fn dump_is_sorted_and_deterministic() {
 }
 
 #[test]
-fn sink_ignores_raw_and_dead_and_concurrent_writers_add_up() {
+fn sink_keeps_raw_out_of_the_dump_and_concurrent_writers_add_up() {
     let store = EmbeddedStore::shared();
     let threads: Vec<_> = (0..2)
         .map(|w| {
@@ -251,4 +251,50 @@ fn ttl_expiry_is_explicit() {
     assert_eq!(s.keys(""), vec!["hot:items:t1:vlog", "item:stats:t1:i1", "item:stats:t1:i2"]);
     assert!(s.get_profile("t1", "u1", "vlog").is_some(), "Mongo documents stay");
     assert_eq!(s.expire_at(later + HOT_TTL), 1);
+}
+
+/// A raw-log row of t1 (experiment exp1) as the pipeline emits it.
+fn raw(id: &str, scenario: &str, variant: &str, action: &str, ts: i64, extra: serde_json::Value) -> Output {
+    let mut v = json!({
+        "event_id": id, "tenant_id": "t1", "scenario_id": scenario, "user_id": "u", "item_id": "i",
+        "action": action, "ts": ts, "request_id": null, "experiment_id": "exp1", "variant": variant,
+        "category": null, "context": null, "watch_duration": null, "completion_rate": null, "amount": null
+    });
+    for (k, x) in extra.as_object().cloned().unwrap_or_default() {
+        v[k] = x;
+    }
+    Output::Raw(Box::new(serde_json::from_value::<recflow_schemas::Event>(v).unwrap().into()))
+}
+
+#[test]
+fn hourly_rows_sum_raw_rows_like_the_clickhouse_view() {
+    const H: i64 = 3_600_000;
+    let store = EmbeddedStore::new();
+    store
+        .apply_batch(&[
+            raw("e1", "vlog", "a", "impression", 10 * H, json!({})),
+            raw("e2", "vlog", "a", "click", 10 * H + 5, json!({})),
+            raw("e3", "vlog", "a", "play", 11 * H - 1, json!({"watch_duration": 30.0, "completion_rate": 0.5})),
+            raw("e4", "vlog", "a", "view", 10 * H + 9, json!({"watch_duration": 10.0})),
+            // The first millisecond of the next hour.
+            raw("e5", "vlog", "a", "payment", 11 * H, json!({"amount": 12.5})),
+            raw("e6", "vlog", "b", "order", 10 * H, json!({"amount": 99.0})),
+            raw("e7", "news", "a", "click", 10 * H, json!({})),
+            raw("e8", "vlog", "a", "read", 10 * H, json!({})),
+        ])
+        .unwrap();
+    let rows = store.hourly("t1", "vlog", 10 * H, 12 * H);
+    let key: Vec<(i64, &str)> = rows.iter().map(|r| (r.hour_ms, r.variant.as_str())).collect();
+    assert_eq!(key, vec![(10 * H, "a"), (10 * H, "b"), (11 * H, "a")], "by hour, then variant");
+    let a10 = &rows[0];
+    assert_eq!((a10.impressions, a10.clicks, a10.views, a10.payments), (1, 1, 2, 0), "view + play are views");
+    assert_eq!((a10.watch_duration_count, a10.completion_rate_count), (2, 1));
+    assert_eq!((a10.avg_watch_duration(), a10.avg_completion_rate()), (20.0, 0.5));
+    assert_eq!((rows[1].orders, rows[1].gmv), (1, 0.0), "gmv counts payments only");
+    assert_eq!((rows[2].payments, rows[2].gmv, rows[2].avg_watch_duration()), (1, 12.5, 0.0));
+    // [from, to) on hour starts; other scenarios and tenants are apart.
+    assert_eq!(store.hourly("t1", "vlog", 10 * H + 1, 12 * H).len(), 1);
+    assert_eq!(store.hourly("t1", "vlog", 10 * H, 11 * H).len(), 2);
+    assert_eq!(store.hourly("t1", "news", 0, 24 * H).len(), 1);
+    assert!(store.hourly("t2", "vlog", 0, 24 * H).is_empty());
 }

@@ -796,7 +796,7 @@ impl KafkaSource {
             }
         }
         if let Some((coverage, slot)) = &self.coverage {
-            coverage.set_owned(*slot, self.tracker.parts.keys().map(|(t, p)| (t.to_string(), *p)).collect());
+            coverage.set_owned(*slot, self.assignment().into_iter().collect());
         }
     }
 

@@ -21,7 +21,7 @@ use recflow_sinks::{KafkaSink, KafkaSinkConfig, Sink};
 use recflow_sources::generator::{events, GenConfig};
 use recflow_sources::kafka::topic_of_tenant;
 use recflow_sources::kafka_admin::{create_topics, produce_jsonl};
-use recflow_sources::{Batch, KafkaConfig, KafkaSource, Origin, Poll, Source};
+use recflow_sources::{Batch, Handoffs, KafkaConfig, KafkaSource, Origin, Poll, Source};
 
 /// A tenant/topic prefix unique to this test: lowercase, valid in a tenant id.
 fn base() -> String {
@@ -348,6 +348,106 @@ fn committed_offsets_are_where_a_new_member_resumes() {
         }
     }
     eprintln!("resume: total {:?}", t0.elapsed());
+}
+
+#[test]
+fn a_partition_moved_between_live_members_is_read_once_and_committed_by_its_new_owner() {
+    let t0 = Instant::now();
+    let brokers = service("KAFKA_BROKERS");
+    let b = base();
+    let ta = format!("{b}_a");
+    let topic = topic_of_tenant(&ta);
+    create_topics(&brokers, &[&topic], 3).unwrap();
+    let cfg = source_cfg(&brokers, &unique("g"), format!("^user-behaviors-{b}_[a-z]+$"));
+    let first = gen_lines(&[&ta], 2000, 31);
+    produce_jsonl(&brokers, std::io::Cursor::new(first.clone()), 3).unwrap();
+
+    // Member A reads alone; nothing is committed (the sinks never acknowledged).
+    let handoffs = Handoffs::new();
+    let mut a = KafkaSource::new(&cfg, Validator::default()).unwrap().with_handoffs(handoffs.clone());
+    let limit = Instant::now() + Duration::from_secs(90);
+    let mut seen_a = drain(&mut a, |s, _| s.event_ids().len() >= 1500 || Instant::now() > limit);
+    assert!(seen_a.event_ids().len() >= 1500, "member A read {}", seen_a.event_ids().len());
+    assert_eq!(a.assignment().len(), 3);
+
+    // Member B of the same process joins: a cooperative rebalance moves a partition
+    // from A to B. Both keep polling (A must take part in the rebalance).
+    let mut b_src = KafkaSource::new(&cfg, Validator::default()).unwrap().with_handoffs(handoffs.clone());
+    let mut seen_b = Seen::default();
+    let poll_both = |a: &mut KafkaSource, b: &mut KafkaSource, seen_a: &mut Seen, seen_b: &mut Seen| {
+        let mut any = false;
+        for (src, seen) in [(a, seen_a), (b, seen_b)] {
+            if let Poll::Ready(batch) = src.poll() {
+                seen.batches.push(batch);
+                src.processed(0);
+                any = true;
+            }
+        }
+        if !any {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    };
+    let join = Instant::now();
+    while b_src.assignment().is_empty() || a.assignment().len() + b_src.assignment().len() != 3 {
+        assert!(join.elapsed() < Duration::from_secs(60), "B got no partition");
+        poll_both(&mut a, &mut b_src, &mut seen_a, &mut seen_b);
+    }
+    let moved = b_src.assignment();
+    assert!(handoffs.is_empty(), "every partition A left was taken over");
+    // More input after the move: B reads its partitions' new records, A its own.
+    let second = gen_lines(&[&ta], 1000, 32);
+    produce_jsonl(&brokers, std::io::Cursor::new(second.clone()), 3).unwrap();
+    let mut last = Instant::now();
+    let mut total = 0;
+    while last.elapsed() < Duration::from_secs(3) {
+        assert!(t0.elapsed() < Duration::from_secs(150), "read {total} of 3000");
+        poll_both(&mut a, &mut b_src, &mut seen_a, &mut seen_b);
+        let now_total = seen_a.event_ids().len() + seen_b.event_ids().len();
+        if now_total != total || now_total < 3000 {
+            total = now_total;
+            last = Instant::now();
+        }
+    }
+
+    // Every event exactly once across A and B (B did not re-read what A had read).
+    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+    for id in seen_a.event_ids().into_iter().chain(seen_b.event_ids()) {
+        *counts.entry(id).or_default() += 1;
+    }
+    let expected: BTreeSet<String> = first
+        .lines()
+        .chain(second.lines())
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["event_id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(expected.len(), 3000);
+    let dups = counts.values().filter(|&&c| c > 1).count();
+    assert_eq!(dups, 0, "{dups} events read by both members (moved: {moved:?})");
+    assert_eq!(counts.keys().cloned().collect::<BTreeSet<_>>(), expected);
+    assert!(seen_b.event_ids().len() < 3000 && !seen_b.batches.is_empty(), "B read its share only");
+
+    // B commits the moved partition's records A had read, too: after the drain the
+    // group's committed offsets are the ends of the three partitions.
+    let (ca, cb) = (a.committer(), b_src.committer());
+    assert_eq!(a.commit_processed().unwrap() + b_src.commit_processed().unwrap(), 3);
+    let mut committed = ca.committed(Duration::from_secs(10)).unwrap();
+    committed.extend(cb.committed(Duration::from_secs(10)).unwrap());
+    committed.sort();
+    let mut ends: BTreeMap<i32, i64> = BTreeMap::new();
+    for batch in seen_a.batches.iter().chain(&seen_b.batches) {
+        let Origin::Kafka { partition, .. } = &batch.origin else { panic!() };
+        let last = batch.records.last().unwrap().offset as i64 + 1;
+        let e = ends.entry(*partition).or_default();
+        *e = (*e).max(last);
+    }
+    let expected_commits: Vec<(String, i32, i64)> = ends.iter().map(|(p, o)| (topic.clone(), *p, *o)).collect();
+    assert_eq!(committed, expected_commits);
+    assert_eq!(ends.values().sum::<i64>(), 3000, "the partitions' ends hold every record");
+    eprintln!(
+        "hand-off: moved {moved:?}, A read {}, B read {}, total {:?}",
+        seen_a.event_ids().len(),
+        seen_b.event_ids().len(),
+        t0.elapsed()
+    );
 }
 
 /// Reads `n` messages of partition 0 of `topic` from the beginning.

@@ -19,7 +19,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use rdkafka::config::ClientConfig;
@@ -32,6 +32,7 @@ use serde::{Deserialize, Serialize};
 use recflow_schemas::Validator;
 
 use crate::coverage::Coverage;
+use crate::handoff::{Handoff, Handoffs};
 use crate::ledger::CommitLedger;
 use crate::{Batch, Origin, Poll, Record, Rejected, Source};
 
@@ -350,8 +351,9 @@ enum Change {
 /// State shared by the consumer context (rebalance callbacks), the source and committers.
 #[derive(Default)]
 struct Shared {
-    /// Offset after the last record handed out, per assigned partition.
-    positions: Mutex<HashMap<(String, i32), i64>>,
+    /// Per assigned partition: offset after the last record handed out, and
+    /// the partition's max valid event time there.
+    positions: Mutex<HashMap<(String, i32), (i64, i64)>>,
     changes: Mutex<Vec<Change>>,
     changed: AtomicBool,
     exclude: Vec<String>,
@@ -361,6 +363,8 @@ struct Shared {
     ledger: Mutex<CommitLedger>,
     /// Committable positions not yet committed: (next offset, max event time before it).
     due: Mutex<HashMap<PartitionKey, (i64, i64)>>,
+    /// Where revoked partitions are left for the next member of this process.
+    handoffs: OnceLock<Handoffs>,
 }
 
 /// Consumer context recording rebalances and pausing excluded topics.
@@ -429,19 +433,20 @@ impl ConsumerContext for Ctx {
     fn pre_rebalance(&self, _c: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Revoke(tpl) = rebalance {
             let pairs = tpl_pairs(tpl);
-            // Before ownership is lost: no commit may include these partitions any more.
-            let mut pos = lock(&self.0.positions);
-            for p in &pairs {
-                pos.remove(p);
-            }
-            drop(pos);
-            let (mut ledger, mut due) = (lock(&self.0.ledger), lock(&self.0.due));
+            // Before ownership is lost: no commit may include these partitions any
+            // more; what was read past the committed offset goes to the next owner.
+            let (mut pos, mut ledger, mut due) = (lock(&self.0.positions), lock(&self.0.ledger), lock(&self.0.due));
             for (t, p) in &pairs {
                 let key: PartitionKey = (Arc::from(t.as_str()), *p);
-                ledger.revoke(&key);
-                due.remove(&key);
+                let runs = ledger.take(&key);
+                let due = due.remove(&key);
+                if let (Some((next_offset, max_ts)), Some(handoffs)) =
+                    (pos.remove(&(t.clone(), *p)), self.0.handoffs.get())
+                {
+                    handoffs.put((t.clone(), *p), Handoff { next_offset, max_ts, runs, due });
+                }
             }
-            drop((ledger, due));
+            drop((pos, ledger, due));
             tracing::info!(partitions = pairs.len(), list = ?pairs, "kafka partitions revoked");
             lock(&self.0.changes).push(Change::Revoked(pairs));
             self.0.changed.store(true, Ordering::Release);
@@ -491,7 +496,8 @@ pub struct KafkaCommitter {
 impl KafkaCommitter {
     /// Per assigned partition, the offset after the last record handed out so far.
     pub fn positions(&self) -> Vec<Position> {
-        let mut v: Vec<Position> = lock(&self.shared.positions).iter().map(|((t, p), o)| (t.clone(), *p, *o)).collect();
+        let mut v: Vec<Position> =
+            lock(&self.shared.positions).iter().map(|((t, p), (o, _))| (t.clone(), *p, *o)).collect();
         v.sort();
         v
     }
@@ -650,6 +656,10 @@ pub struct KafkaSource {
     times: Option<Arc<dyn PartitionTimes>>,
     /// The process's partition ownership and this member's slot in it.
     coverage: Option<(Coverage, usize)>,
+    /// Per partition taken over from another member: records below this
+    /// offset were read by it and are skipped (this member fetches from the
+    /// committed offset). Entries go once that offset is reached.
+    skip_below: HashMap<PartitionKey, u64>,
 }
 
 impl KafkaSource {
@@ -677,6 +687,7 @@ impl KafkaSource {
             group: Arc::from(cfg.group_id.as_str()),
             times: None,
             coverage: None,
+            skip_below: HashMap::new(),
         })
     }
 
@@ -705,6 +716,14 @@ impl KafkaSource {
     /// watermark while some input partition is owned by no member of it.
     pub fn with_coverage(mut self, coverage: Coverage, slot: usize) -> Self {
         self.coverage = Some((coverage, slot));
+        self
+    }
+
+    /// Leaves revoked partitions in `handoffs` and continues partitions other
+    /// members left there where they stopped (see [`crate::handoff`]).
+    pub fn with_handoffs(self, handoffs: Handoffs) -> Self {
+        // Set once, before the first poll (the only place rebalances run).
+        let _ = self.shared.handoffs.set(handoffs);
         self
     }
 
@@ -776,7 +795,7 @@ impl KafkaSource {
                             self.tracker.assign(key);
                         }
                     }
-                    self.restore_partition_time(&fresh);
+                    self.resume(&fresh);
                 }
                 Change::Revoked(pairs) => {
                     let mut keys = Vec::with_capacity(pairs.len());
@@ -785,6 +804,7 @@ impl KafkaSource {
                         lock(&self.shared.lag).remove(&(t.clone(), p));
                         let key = (Self::intern(&mut self.topics, &self.shared.exclude, &t).name.clone(), p);
                         self.tracker.revoke(&key);
+                        self.skip_below.remove(&key);
                         keys.push(key);
                     }
                     if self.assembler.drop_if(|k| keys.contains(k)) {
@@ -800,15 +820,36 @@ impl KafkaSource {
         }
     }
 
-    /// Reads the commit metadata of newly assigned partitions: their max
-    /// event time before the committed offset.
-    fn restore_partition_time(&mut self, pairs: &[(String, i32)]) {
+    /// Where newly assigned partitions continue: where another member of
+    /// this process left them, else at the committed offset with the
+    /// partition's max event time there (commit metadata).
+    fn resume(&mut self, pairs: &[(String, i32)]) {
         if pairs.is_empty() {
             return;
         }
-        match self.committer().committed_with_metadata(pairs, Duration::from_secs(10)) {
+        let committed = self.committer().committed_with_metadata(pairs, Duration::from_secs(10));
+        let mut from_commit = Vec::with_capacity(pairs.len());
+        for (t, p) in pairs {
+            let handoff = self.shared.handoffs.get().and_then(|h| h.take(&(t.clone(), *p)));
+            let Some(h) = handoff else {
+                from_commit.push((t.clone(), *p));
+                continue;
+            };
+            // Another process got further (it committed past where this one stopped).
+            let ahead = committed.as_ref().ok().and_then(|c| c.iter().find(|c| c.0 == *t && c.1 == *p)).map(|c| c.2);
+            if ahead.is_some_and(|c| c > h.next_offset) {
+                tracing::info!(topic = %t, partition = p, "hand-off older than the committed offset; resuming there");
+                from_commit.push((t.clone(), *p));
+                continue;
+            }
+            self.take_over(t, *p, h);
+        }
+        match committed {
             Ok(committed) => {
                 for (t, p, offset, meta) in committed {
+                    if !from_commit.iter().any(|(ft, fp)| *ft == t && *fp == p) {
+                        continue;
+                    }
                     let max_ts = match (meta.parse::<i64>(), &self.times) {
                         (Ok(m), _) => Some(m),
                         (Err(_), Some(times)) => match times.load(&self.group, &t, p, offset) {
@@ -832,6 +873,27 @@ impl KafkaSource {
         }
     }
 
+    /// Continues a partition where another member of this process stopped.
+    fn take_over(&mut self, topic: &str, partition: i32, h: Handoff) {
+        let key = (Self::intern(&mut self.topics, &self.shared.exclude, topic).name.clone(), partition);
+        self.tracker.restore(&key, h.max_ts);
+        lock(&self.shared.positions).insert((topic.to_string(), partition), (h.next_offset, h.max_ts));
+        let runs = h.runs.len();
+        lock(&self.shared.ledger).adopt(&key, h.runs);
+        if let Some(d) = h.due {
+            lock(&self.shared.due).entry(key.clone()).or_insert(d);
+        }
+        self.skip_below.insert(key, h.next_offset.max(0) as u64);
+        tracing::info!(
+            topic,
+            partition,
+            offset = h.next_offset,
+            max_ts = h.max_ts,
+            runs,
+            "taking over partition from another member"
+        );
+    }
+
     fn log_error(&mut self, e: &rdkafka::error::KafkaError) {
         let now = Instant::now();
         if self.last_error_log.is_none_or(|t| now.duration_since(t) >= Duration::from_secs(10)) {
@@ -844,9 +906,10 @@ impl KafkaSource {
     fn emit(&mut self, batch: Batch) -> Poll {
         if let (Origin::Kafka { topic, partition }, Some(last)) = (&batch.origin, batch.records.last()) {
             let next = last.offset as i64 + 1;
-            lock(&self.shared.positions).insert((topic.to_string(), *partition), next);
             let key = (topic.clone(), *partition);
-            lock(&self.shared.ledger).handed_out(&key, next, self.tracker.max_ts(&key));
+            let max_ts = self.tracker.max_ts(&key);
+            lock(&self.shared.positions).insert((topic.to_string(), *partition), (next, max_ts));
+            lock(&self.shared.ledger).handed_out(&key, next, max_ts);
         }
         self.records += batch.records.len() as u64;
         Poll::Ready(batch)
@@ -883,12 +946,21 @@ impl Source for KafkaSource {
                 continue;
             }
             let key = (info.name.clone(), msg.partition());
+            let offset = msg.offset().max(0) as u64;
+            if !self.skip_below.is_empty() {
+                if let Some(&from) = self.skip_below.get(&key) {
+                    if offset < from {
+                        continue; // handed to the dataflow by the partition's previous owner
+                    }
+                    self.skip_below.remove(&key);
+                }
+            }
             let payload = msg.payload().unwrap_or(&[]);
             let parsed = self
                 .validator
                 .validate(payload, info.tenant.as_deref(), now_ms)
                 .map_err(|r| Box::new(Rejected::new(r, payload)));
-            let record = Record { offset: msg.offset().max(0) as u64, parsed };
+            let record = Record { offset, parsed };
             self.tracker.touch(&key);
             if let Some(batch) = self.assembler.push(&mut self.tracker, &key, record) {
                 return self.emit(batch);

@@ -24,6 +24,22 @@ struct Entry {
     release: Option<u64>,
 }
 
+/// A partition's runs, taken from one member's ledger for another ([`crate::handoff`]).
+#[derive(Debug, Default)]
+pub struct Runs(VecDeque<Entry>);
+
+impl Runs {
+    /// Runs held.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// True when nothing was awaiting its sinks.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
 /// A committable position: (partition, next offset, partition max event time before it).
 pub type Committable = (PartitionKey, i64, i64);
 
@@ -88,12 +104,29 @@ impl CommitLedger {
         out
     }
 
-    /// The partition was revoked: its uncommitted batches belong to the new owner.
-    pub fn revoke(&mut self, key: &PartitionKey) {
-        self.parts.remove(key);
+    /// The partition was revoked: its uncommitted batches belong to the new
+    /// owner, returned for it to [`Self::adopt`].
+    pub fn take(&mut self, key: &PartitionKey) -> Runs {
         if self.last.as_ref() == Some(key) {
+            // Handed out but not processed: cannot happen (the dataflow reports a
+            // batch before the next poll, where rebalances run); never committable.
             self.last = None;
+            if let Some(e) = self.parts.get_mut(key).and_then(|q| q.back_mut()) {
+                e.release = Some(u64::MAX);
+            }
         }
+        Runs(self.parts.remove(key).unwrap_or_default())
+    }
+
+    /// The partition's earlier owner left `runs`: they come before anything
+    /// this member hands out for it, and are committed like its own.
+    pub fn adopt(&mut self, key: &PartitionKey, runs: Runs) {
+        if runs.0.is_empty() {
+            return;
+        }
+        let q = self.parts.entry(key.clone()).or_default();
+        let mine = std::mem::replace(q, runs.0);
+        q.extend(mine);
     }
 
     /// Runs held (all partitions): a bound on the ledger's memory.
@@ -150,9 +183,37 @@ mod tests {
         let mut l = CommitLedger::default();
         l.handed_out(&key(0), 10, 1);
         assert_eq!(l.release(None), vec![], "not processed yet");
-        l.revoke(&key(0));
+        assert_eq!(l.take(&key(0)).len(), 1, "handed to the next owner");
         l.processed(1);
         assert_eq!(l.release(None), vec![]);
         assert_eq!(l.runs(), 0);
+    }
+
+    #[test]
+    fn adopted_runs_are_committed_by_the_new_owner_in_offset_order() {
+        let mut old = CommitLedger::default();
+        old.handed_out(&key(0), 10, 1);
+        old.processed(40);
+        old.handed_out(&key(0), 20, 2);
+        old.processed(50);
+        let mut new = CommitLedger::default();
+        new.adopt(&key(0), old.take(&key(0)));
+        assert_eq!(old.runs(), 0);
+        new.handed_out(&key(0), 30, 3);
+        new.processed(45);
+        assert_eq!(new.release(Some(41)), vec![(key(0), 10, 1)]);
+        assert_eq!(new.release(Some(50)), vec![], "20 releases at 50, and 30 is behind it");
+        assert_eq!(new.release(Some(51)), vec![(key(0), 30, 3)]);
+    }
+
+    #[test]
+    fn a_batch_taken_before_it_was_processed_is_never_committed_early() {
+        let mut old = CommitLedger::default();
+        old.handed_out(&key(0), 10, 1);
+        let mut new = CommitLedger::default();
+        new.adopt(&key(0), old.take(&key(0)));
+        new.handed_out(&key(0), 20, 2);
+        new.processed(5);
+        assert_eq!(new.release(Some(1000)), vec![]);
     }
 }

@@ -7,6 +7,7 @@ pub mod catalog;
 pub mod channel;
 pub mod coverage;
 pub mod generator;
+pub mod handoff;
 pub mod jsonl;
 pub mod kafka;
 pub mod kafka_admin;
@@ -20,6 +21,7 @@ use recflow_schemas::{Event, Rejection, SourcePos};
 pub use catalog::Catalog;
 pub use channel::ChannelSource;
 pub use coverage::Coverage;
+pub use handoff::Handoffs;
 pub use jsonl::{JsonlFile, JsonlSource};
 pub use kafka::{KafkaCommitter, KafkaConfig, KafkaSource, LagHandle, PartitionTimes};
 

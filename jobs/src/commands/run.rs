@@ -16,7 +16,7 @@ use recflow_schemas::Validator;
 use recflow_sinks::mongo::MongoProfiles;
 use recflow_sinks::{EmbeddedStore, FileMode, MongoConfig, SharedFile, Sink};
 use recflow_sources::generator::{write_catalog, write_events, GenConfig};
-use recflow_sources::{Catalog, Coverage, JsonlFile, JsonlSource, KafkaSource, PartitionTimes, Poll, Source};
+use recflow_sources::{Catalog, Coverage, Handoffs, JsonlFile, JsonlSource, KafkaSource, PartitionTimes, Poll, Source};
 
 use crate::cluster::{Cluster, ClusterArgs};
 use crate::config::{Config, StoreKind};
@@ -384,9 +384,11 @@ pub fn run(args: &RunArgs) -> anyhow::Result<(Arc<EmbeddedStore>, RunStats)> {
             // Event time waits for every input partition to be owned (e.g. after a
             // crash, until the group drops the dead run's members). Per process:
             // the members of other processes are not seen.
-            let coverage = match cluster.processes {
-                1 => Some(Coverage::polling(&cfg.kafka).map_err(|e| anyhow::anyhow!(e))?),
-                _ => None,
+            // Likewise per process: a partition moved between two of its members
+            // continues where the old one stopped instead of at the committed offset.
+            let (coverage, handoffs) = match cluster.processes {
+                1 => (Some(Coverage::polling(&cfg.kafka).map_err(|e| anyhow::anyhow!(e))?), Some(Handoffs::new())),
+                _ => (None, None),
             };
             run_dataflow(&cfg, &cluster, Arc::new(catalog), counters.clone(), metrics, idle_poll, move |index| {
                 let mut source = KafkaSource::new(&kafka_cfg, validator.clone())?;
@@ -395,6 +397,9 @@ pub fn run(args: &RunArgs) -> anyhow::Result<(Arc<EmbeddedStore>, RunStats)> {
                 }
                 if let Some(c) = &coverage {
                     source = source.with_coverage(c.clone(), index);
+                }
+                if let Some(h) = &handoffs {
+                    source = source.with_handoffs(h.clone());
                 }
                 let committer = source.committer();
                 lag_telemetry.watch_lag(source.lag_handle());

@@ -150,7 +150,12 @@ fn bad(field: impl Into<String>, message: impl Into<String>) -> ApiError {
 }
 
 /// Compiled scenarios by (tenant, scenario), with their load time.
-type Cache = Mutex<HashMap<(String, String), (Instant, Arc<Scenario>)>>;
+/// Compiled scenarios by (tenant, id), and ids known to be unknown (`None`):
+/// without those, every request for a missing scenario would reach the store.
+type Cache = Mutex<HashMap<(String, String), (Instant, Option<Arc<Scenario>>)>>;
+
+/// Most cached entries: unknown ids come from requests, so the cache is bounded.
+const MAX_CACHED: usize = 10_000;
 
 /// Validates scenario documents and caches compiled scenarios.
 pub struct Scenarios {
@@ -265,25 +270,38 @@ impl Scenarios {
 
     /// The scenario `id` of `tenant`: cached, else stored, else the template; 404 if none.
     pub async fn get(&self, store: &dyn StateStore, tenant: &str, id: &str) -> Result<Arc<Scenario>, ApiError> {
+        let unknown = || ApiError::not_found(format!("unknown scenario {id:?}")).with_field("scenario_id");
         let key = (tenant.to_string(), id.to_string());
         if let Some((at, s)) = self.cache.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
             if at.elapsed() < self.ttl {
-                return Ok(s.clone());
+                return s.clone().ok_or_else(unknown);
             }
         }
         let scenario = match store.get_scenario(key.0.clone(), key.1.clone()).await? {
-            Some(v) => Arc::new(self.compile(&v).map_err(|e| {
+            Some(v) => Some(Arc::new(self.compile(&v).map_err(|e| {
                 tracing::error!(%tenant, scenario = %id, error = %e, "stored scenario config is invalid");
                 ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "invalid_stored_scenario", e.message)
-            })?),
-            None => self
-                .templates
-                .get(id)
-                .cloned()
-                .ok_or_else(|| ApiError::not_found(format!("unknown scenario {id:?}")).with_field("scenario_id"))?,
+            })?)),
+            None => self.templates.get(id).cloned(),
         };
-        self.cache.lock().unwrap_or_else(|e| e.into_inner()).insert(key, (Instant::now(), scenario.clone()));
-        Ok(scenario)
+        self.remember(key, scenario.clone());
+        scenario.ok_or_else(unknown)
+    }
+
+    /// Caches a lookup; when full, expired entries go first, then unknown
+    /// ids, then everything (a flood of random ids cannot grow it).
+    fn remember(&self, key: (String, String), scenario: Option<Arc<Scenario>>) {
+        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        if cache.len() >= MAX_CACHED && !cache.contains_key(&key) {
+            cache.retain(|_, (at, _)| at.elapsed() < self.ttl);
+            if cache.len() >= MAX_CACHED {
+                cache.retain(|_, (_, s)| s.is_some());
+            }
+            if cache.len() >= MAX_CACHED {
+                cache.clear();
+            }
+        }
+        cache.insert(key, (Instant::now(), scenario));
     }
 
     /// Drops the cached scenario after a PUT.
@@ -343,6 +361,49 @@ mod tests {
             "experiment.variants"
         );
         assert_eq!(field_of_error(&s, |v| v["surprise"] = Value::from(1)), "");
+    }
+
+    #[tokio::test]
+    async fn unknown_ids_are_cached_until_a_put_invalidates_them() {
+        use crate::state::{EmbeddedState, StateStore};
+        let s = templates();
+        let store = EmbeddedState::new(Arc::default(), Vec::new());
+        let err = s.get(&store, "t1", "later").await.err().expect("unknown");
+        assert_eq!((err.status, err.field.as_deref()), (StatusCode::NOT_FOUND, Some("scenario_id")));
+        // Stored behind the cache's back (another server's PUT): still unknown here until the TTL...
+        let doc: Value = serde_json::from_str(include_str!("../../configs/scenarios/news.json")).unwrap();
+        store.put_scenario("t1".into(), "later".into(), doc).await.unwrap();
+        assert!(s.get(&store, "t1", "later").await.is_err(), "the miss is cached");
+        // ...or this server's PUT, which invalidates it.
+        s.invalidate("t1", "later");
+        assert!(s.get(&store, "t1", "later").await.is_ok());
+        assert!(s.get(&store, "t2", "later").await.is_err(), "another tenant's scenario is not found");
+        // With a zero TTL nothing is served from the cache.
+        let fresh =
+            Scenarios::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/scenarios"), Duration::ZERO)
+                .unwrap();
+        assert!(fresh.get(&store, "t2", "later").await.is_err());
+        store
+            .put_scenario(
+                "t2".into(),
+                "later".into(),
+                serde_json::from_str(include_str!("../../configs/scenarios/news.json")).unwrap(),
+            )
+            .await
+            .unwrap();
+        assert!(fresh.get(&store, "t2", "later").await.is_ok());
+    }
+
+    #[test]
+    fn the_cache_stays_bounded_under_a_flood_of_unknown_ids() {
+        let s = templates();
+        for i in 0..MAX_CACHED + 5 {
+            s.remember(("t".into(), format!("nope_{i}")), None);
+        }
+        s.remember(("t".into(), "vlog_main_feed".into()), s.templates.get("vlog_main_feed").cloned());
+        let cache = s.cache.lock().unwrap();
+        assert!(cache.len() <= MAX_CACHED, "{}", cache.len());
+        assert!(cache.get(&("t".to_string(), "vlog_main_feed".to_string())).is_some_and(|(_, sc)| sc.is_some()));
     }
 
     #[test]

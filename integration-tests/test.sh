@@ -21,6 +21,9 @@ cargo clippy --release --workspace --all-targets -- -D warnings
 
 echo "== services"
 bash "$services/install.sh"
+# tests/broker_restart.rs restarts a broker that keeps its data (tansu on
+# SQLite); built once per machine (~17 min on 2 cores, then skipped).
+bash "$services/install-tansu-persistent.sh"
 bash "$services/start.sh" --fresh
 trap 'bash "$services/stop.sh" || true' EXIT
 eval "$(bash "$services/env.sh")"

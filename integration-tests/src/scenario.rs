@@ -6,12 +6,13 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 use recflow::commands::run::{run, RunArgs};
 use recflow_sinks::{ClickHouseConfig, MongoConfig};
 use serde_json::Value;
 
-use crate::cli::recflow_bin;
+use crate::cli::{http_get, recflow_bin};
 use crate::compare::{ours, same};
 use crate::workload::generate;
 use crate::{service, unique};
@@ -235,4 +236,37 @@ pub fn assert_clickhouse(s: &Setup, valid_events: u64) {
     assert_eq!(got_daily, daily, "item_stats_daily per (tenant, day)");
     eprintln!("clickhouse: {count} rows, {} hours, {} days match", hourly.len(), daily.len());
     let _ = rt.block_on(client.query(&format!("DROP DATABASE IF EXISTS `{db}`")).execute());
+}
+
+/// Sum of `recflow_events_total` over this run's tenants; `None` while /metrics is not up.
+pub fn events_seen(addr: &str, prefix: &str) -> Option<f64> {
+    let (status, body) = http_get(addr, "/metrics").ok()?;
+    (status == 200).then(|| {
+        body.lines()
+            .filter(|l| l.starts_with("recflow_events_total{") && l.contains(prefix))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    })
+}
+
+/// Sum of a series over its labels (0 if absent).
+pub fn series(addr: &str, name: &str) -> f64 {
+    let body = http_get(addr, "/metrics").map(|(_, b)| b).unwrap_or_default();
+    body.lines()
+        .filter(|l| l.starts_with(name) && matches!(l.as_bytes().get(name.len()), Some(b'{' | b' ')))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Waits until the run has consumed `at_least` events.
+pub fn wait_for_events(addr: &str, prefix: &str, at_least: f64) -> f64 {
+    let deadline = Instant::now() + Duration::from_secs(180);
+    loop {
+        let n = events_seen(addr, prefix).unwrap_or(0.0);
+        if n >= at_least {
+            return n;
+        }
+        assert!(Instant::now() < deadline, "the pipeline consumed only {n} events in 180 s");
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }

@@ -139,6 +139,16 @@ fn check_prior_max_ts(seen: &Seen) {
     }
 }
 
+/// (brokers, test prefix, tenant, its input topic with 3 partitions, created).
+fn one_tenant_topic() -> (String, String, String, String) {
+    let brokers = service("KAFKA_BROKERS");
+    let b = base();
+    let ta = format!("{b}_a");
+    let topic = topic_of_tenant(&ta);
+    create_topics(&brokers, &[&topic], 3).unwrap();
+    (brokers, b, ta, topic)
+}
+
 fn producer(brokers: &str) -> BaseProducer {
     ClientConfig::new().set("bootstrap.servers", brokers).create().unwrap()
 }
@@ -296,11 +306,7 @@ fn a_tenant_topic_created_while_consuming_is_picked_up() {
 #[test]
 fn committed_offsets_are_where_a_new_member_resumes() {
     let t0 = Instant::now();
-    let brokers = service("KAFKA_BROKERS");
-    let b = base();
-    let ta = format!("{b}_a");
-    let topic = topic_of_tenant(&ta);
-    create_topics(&brokers, &[&topic], 3).unwrap();
+    let (brokers, b, ta, topic) = one_tenant_topic();
     let group = unique("g");
     let mut cfg = source_cfg(&brokers, &group, format!("^user-behaviors-{b}_[a-z]+$"));
     cfg.exit_when_idle_ms = Some(4000);
@@ -353,11 +359,7 @@ fn committed_offsets_are_where_a_new_member_resumes() {
 #[test]
 fn a_partition_moved_between_live_members_is_read_once_and_committed_by_its_new_owner() {
     let t0 = Instant::now();
-    let brokers = service("KAFKA_BROKERS");
-    let b = base();
-    let ta = format!("{b}_a");
-    let topic = topic_of_tenant(&ta);
-    create_topics(&brokers, &[&topic], 3).unwrap();
+    let (brokers, b, ta, topic) = one_tenant_topic();
     let cfg = source_cfg(&brokers, &unique("g"), format!("^user-behaviors-{b}_[a-z]+$"));
     let first = gen_lines(&[&ta], 2000, 31);
     produce_jsonl(&brokers, std::io::Cursor::new(first.clone()), 3).unwrap();

@@ -10,10 +10,10 @@ use std::process::{Child, Command};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use recflow_integration_tests::cli::{free_port, http_get};
+use recflow_integration_tests::cli::free_port;
 use recflow_integration_tests::scenario::{
-    assert_clickhouse, assert_raw_log_exactly_once, assert_state_equals_embedded, embedded_dump, produce, run_command,
-    setup_seeded, Setup,
+    assert_clickhouse, assert_raw_log_exactly_once, assert_state_equals_embedded, embedded_dump, events_seen, produce,
+    run_command, series, setup_seeded, wait_for_events, Setup,
 };
 use recflow_integration_tests::service;
 use serde_json::Value;
@@ -59,39 +59,6 @@ fn finish(s: &Setup, mut child: Child) -> Value {
     let status = child.wait().unwrap();
     assert!(status.success(), "recflow run failed: {status}");
     serde_json::from_slice(&std::fs::read(s.dir.join("stats.json")).unwrap()).unwrap()
-}
-
-/// Sum of `recflow_events_total` over this run's tenants; `None` while /metrics is not up.
-fn events_seen(addr: &str, prefix: &str) -> Option<f64> {
-    let (status, body) = http_get(addr, "/metrics").ok()?;
-    (status == 200).then(|| {
-        body.lines()
-            .filter(|l| l.starts_with("recflow_events_total{") && l.contains(prefix))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum()
-    })
-}
-
-/// Sum of a series over its labels (0 if absent).
-fn series(addr: &str, name: &str) -> f64 {
-    let body = http_get(addr, "/metrics").map(|(_, b)| b).unwrap_or_default();
-    body.lines()
-        .filter(|l| l.starts_with(name) && matches!(l.as_bytes().get(name.len()), Some(b'{' | b' ')))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
-/// Waits until the run has consumed `at_least` events.
-fn wait_for_events(addr: &str, prefix: &str, at_least: f64) -> f64 {
-    let deadline = Instant::now() + Duration::from_secs(180);
-    loop {
-        let n = events_seen(addr, prefix).unwrap_or(0.0);
-        if n >= at_least {
-            return n;
-        }
-        assert!(Instant::now() < deadline, "the pipeline consumed only {n} events in 180 s");
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 /// One run with `fault` injected once `FAULT_AFTER` events are in; the run's stats.

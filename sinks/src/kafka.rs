@@ -172,6 +172,8 @@ struct Failed {
 /// Delivery callbacks: counts acks, keeps failed records for a retry.
 #[derive(Default)]
 struct DeliveryCtx {
+    /// Records handed to librdkafka (each ends in exactly one delivery report).
+    sent: AtomicU64,
     produced: AtomicU64,
     errors: AtomicU64,
     failed: Mutex<Vec<Failed>>,
@@ -259,9 +261,17 @@ impl KafkaSink {
 
     /// Records queued in librdkafka or waiting for a retry.
     pub fn pending(&self) -> usize {
-        self.producer.in_flight_count().max(0) as usize
-            + self.retries.len()
-            + lock(&self.producer.context().failed).len()
+        self.in_flight() as usize + self.retries.len() + lock(&self.producer.context().failed).len()
+    }
+
+    /// Records sent and not yet reported delivered or failed. Counted here, not
+    /// with librdkafka's `outq_len` (`in_flight_count`): that one also counts
+    /// queued client events, and after a lost broker it was seen to stay above
+    /// zero for good with no record in flight, so a flush waiting for it hung.
+    fn in_flight(&self) -> u64 {
+        let c = self.producer.context();
+        let done = c.produced.load(Ordering::Relaxed) + c.errors.load(Ordering::Relaxed);
+        c.sent.load(Ordering::Relaxed).saturating_sub(done)
     }
 
     /// Enqueues one record, waiting with backoff (serving acks) while the queue is full.
@@ -286,7 +296,10 @@ impl KafkaSink {
         let mut wait = 0u32;
         loop {
             match self.producer.send(record) {
-                Ok(()) => return Ok(()),
+                Ok(()) => {
+                    self.producer.context().sent.fetch_add(1, Ordering::Relaxed);
+                    return Ok(());
+                }
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
                     record = r;
                     self.queue_full_waits += 1;
@@ -390,8 +403,9 @@ impl Sink for KafkaSink {
     fn flush(&mut self) -> Result<(), SinkError> {
         loop {
             self.resend_due()?;
-            if self.producer.in_flight_count() > 0 {
-                match self.producer.flush(Duration::from_millis(200)) {
+            if self.in_flight() > 0 {
+                // Serves delivery reports (and sends at once what lingers).
+                match self.producer.flush(Duration::from_millis(10)) {
                     Ok(()) | Err(KafkaError::Flush(RDKafkaErrorCode::OperationTimedOut)) => {}
                     Err(e) => return Err(backend(e)),
                 }
@@ -399,7 +413,7 @@ impl Sink for KafkaSink {
                 self.producer.poll(due.saturating_duration_since(Instant::now()).min(Duration::from_millis(200)));
             }
             self.collect_failed();
-            if self.producer.in_flight_count() == 0 && self.retries.is_empty() {
+            if self.in_flight() == 0 && self.retries.is_empty() {
                 return Ok(());
             }
         }

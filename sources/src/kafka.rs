@@ -365,12 +365,24 @@ struct Shared {
     due: Mutex<HashMap<PartitionKey, (i64, i64)>>,
     /// Where revoked partitions are left for the next member of this process.
     handoffs: OnceLock<Handoffs>,
+    /// When a client-wide error was last logged.
+    last_client_error: Mutex<Option<Instant>>,
 }
 
 /// Consumer context recording rebalances and pausing excluded topics.
 struct Ctx(Arc<Shared>);
 
 impl ClientContext for Ctx {
+    /// Client-wide errors (all brokers down, say) repeat on every poll while
+    /// they last: logged once per 10 s instead of flooding the log.
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        let mut last = lock(&self.0.last_client_error);
+        if last.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
+            *last = Some(Instant::now());
+            tracing::error!(%error, reason, "kafka client error (repeats suppressed for 10 s)");
+        }
+    }
+
     fn stats_raw(&self, statistics: &[u8]) {
         let reported = partition_lag(statistics);
         // Partitions no longer fetched report nothing and keep their last known lag.
@@ -890,7 +902,7 @@ impl KafkaSource {
             offset = h.next_offset,
             max_ts = h.max_ts,
             runs,
-            "taking over partition from another member"
+            "continuing a partition where its previous owner in this process stopped"
         );
     }
 

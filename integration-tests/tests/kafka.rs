@@ -306,7 +306,7 @@ fn a_tenant_topic_created_while_consuming_is_picked_up() {
 #[test]
 fn committed_offsets_are_where_a_new_member_resumes() {
     let t0 = Instant::now();
-    let (brokers, b, ta, topic) = one_tenant_topic();
+    let (brokers, b, ta, _) = one_tenant_topic();
     let group = unique("g");
     let mut cfg = source_cfg(&brokers, &group, format!("^user-behaviors-{b}_[a-z]+$"));
     cfg.exit_when_idle_ms = Some(4000);

@@ -329,8 +329,12 @@ mod tests {
     use super::*;
 
     fn templates() -> Scenarios {
+        templates_with_ttl(Duration::from_secs(60))
+    }
+
+    fn templates_with_ttl(ttl: Duration) -> Scenarios {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/scenarios");
-        Scenarios::load(&dir, Duration::from_secs(60)).unwrap()
+        Scenarios::load(&dir, ttl).unwrap()
     }
 
     fn field_of_error(s: &Scenarios, mutate: impl FnOnce(&mut Value)) -> String {
@@ -379,9 +383,7 @@ mod tests {
         assert!(s.get(&store, "t1", "later").await.is_ok());
         assert!(s.get(&store, "t2", "later").await.is_err(), "another tenant's scenario is not found");
         // With a zero TTL nothing is served from the cache.
-        let fresh =
-            Scenarios::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/scenarios"), Duration::ZERO)
-                .unwrap();
+        let fresh = templates_with_ttl(Duration::ZERO);
         assert!(fresh.get(&store, "t2", "later").await.is_err());
         store
             .put_scenario(

@@ -369,6 +369,16 @@ struct Shared {
     last_client_error: Mutex<Option<Instant>>,
 }
 
+/// True (and remembered) when a repeating error was last logged 10 s ago or never.
+fn log_due(last: &mut Option<Instant>) -> bool {
+    let now = Instant::now();
+    let due = last.is_none_or(|t| now.duration_since(t) >= Duration::from_secs(10));
+    if due {
+        *last = Some(now);
+    }
+    due
+}
+
 /// Consumer context recording rebalances and pausing excluded topics.
 struct Ctx(Arc<Shared>);
 
@@ -376,9 +386,7 @@ impl ClientContext for Ctx {
     /// Client-wide errors (all brokers down, say) repeat on every poll while
     /// they last: logged once per 10 s instead of flooding the log.
     fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
-        let mut last = lock(&self.0.last_client_error);
-        if last.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
-            *last = Some(Instant::now());
+        if log_due(&mut lock(&self.0.last_client_error)) {
             tracing::error!(%error, reason, "kafka client error (repeats suppressed for 10 s)");
         }
     }
@@ -907,10 +915,8 @@ impl KafkaSource {
     }
 
     fn log_error(&mut self, e: &rdkafka::error::KafkaError) {
-        let now = Instant::now();
-        if self.last_error_log.is_none_or(|t| now.duration_since(t) >= Duration::from_secs(10)) {
+        if log_due(&mut self.last_error_log) {
             tracing::warn!(error = %e, "kafka consumer error (repeats suppressed for 10 s)");
-            self.last_error_log = Some(now);
         }
     }
 

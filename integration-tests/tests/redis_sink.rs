@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use recflow_integration_tests::{service, unique};
 use recflow_schemas::{
-    Action, ActionCounts, HotList, ItemStatsDelta, MetricsRow, MetricsWindow, Output, ProfileDoc, Str,
+    Action, ActionCounts, CategoryMap, HotList, ItemStatsDelta, MetricsRow, MetricsWindow, Output, ProfileDoc, Str,
 };
 use recflow_sinks::{redis as rsink, EmbeddedSink, EmbeddedStore, RedisConfig, RedisSink, RetryConfig, Sink};
 use serde_json::Value;
@@ -140,7 +140,7 @@ fn profile(tenant: &str, user: &str, scenario: &str, window: i64, seed: u64) -> 
     for (i, c) in counts.iter_mut().enumerate() {
         *c = (seed * 3 + i as u64 * 5) % 9;
     }
-    let category_counts: BTreeMap<Str, u64> = [("music", 7 + seed), ("sports", 3), ("news", 1 + seed % 2)]
+    let category_counts: CategoryMap<u64> = [("music", 7 + seed), ("sports", 3), ("news", 1 + seed % 2)]
         .into_iter()
         .map(|(c, n)| (Str::from(c), n))
         .collect();

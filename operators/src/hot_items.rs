@@ -133,19 +133,23 @@ impl WindowLogic for HotPanes {
         let pane = window_start(r.ts, self.cfg.slide_ms);
         let pane_end = pane + self.cfg.slide_ms;
         let w = self.cfg.weights[r.action.index()] as f64;
+        let (window_ms, slide_ms) = (self.cfg.window_ms, self.cfg.slide_ms);
         let acc = self
             .panes
             .entry(pane)
-            .or_default()
+            .or_insert_with(|| {
+                // The windows a pane belongs to are pending from its first event on.
+                for end in sliding_window_ends(r.ts, window_ms, slide_ms) {
+                    close_at((end / MINUTE_MS) as Minute);
+                }
+                HashMap::default()
+            })
             .entry(ItemKey { tenant: r.tenant_id, scenario: r.scenario_id, item: r.item_id })
             .or_default();
         acc.sum.add(decayed(w, pane_end - r.ts, self.cfg.half_life_ms));
         acc.counts[r.action.index()] += 1;
         if (r.ts, &r.event_id) >= (acc.latest.0, &acc.latest.1) {
             acc.latest = (r.ts, r.event_id, r.category);
-        }
-        for end in sliding_window_ends(r.ts, self.cfg.window_ms, self.cfg.slide_ms) {
-            close_at((end / MINUTE_MS) as Minute);
         }
     }
 

@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
-use recflow_schemas::{Action, ActionCounts, Event, ProfileDoc, Str, MINUTE_MS};
+use recflow_schemas::{Action, ActionCounts, CategoryMap, Event, ProfileDoc, Str, MINUTE_MS};
 
 use crate::exact::ExactSum;
 use crate::time::window_start;
@@ -94,6 +94,7 @@ struct UserKey {
 struct Agg {
     counts: [u64; 12],
     watch_seconds: ExactSum,
+    /// (category, Σ weight), in name order.
     category_weights: Vec<(Str, u64)>,
     active_hours: [u64; 24],
     first_seen: i64,
@@ -183,10 +184,11 @@ impl Agg {
     }
 }
 
+/// Adds `w` to `category`, keeping the list in name order.
 fn add_weight(weights: &mut Vec<(Str, u64)>, category: &Str, w: u64) {
-    match weights.iter_mut().find(|(c, _)| c == category) {
-        Some(e) => e.1 += w,
-        None => weights.push((category.clone(), w)),
+    match weights.binary_search_by(|(c, _)| c.cmp(category)) {
+        Ok(i) => weights[i].1 += w,
+        Err(i) => weights.insert(i, (category.clone(), w)),
     }
 }
 
@@ -220,13 +222,23 @@ pub struct ProfileWindows {
     users: HashMap<UserKey, User>,
     /// Window end -> per-user aggregate of that (still open) window.
     open: BTreeMap<i64, HashMap<UserKey, Agg>>,
+    /// Users in the last closed window: a new window's map starts at that
+    /// size instead of growing (and rehashing) from empty.
+    last_window_users: usize,
     store: Option<Box<dyn ProfileStore>>,
 }
 
 impl ProfileWindows {
     /// Empty state; every user starts from nothing.
     pub fn new(cfg: ProfileConfig, counters: Arc<Counters>) -> Self {
-        ProfileWindows { cfg, counters, users: HashMap::default(), open: BTreeMap::new(), store: None }
+        ProfileWindows {
+            cfg,
+            counters,
+            users: HashMap::default(),
+            open: BTreeMap::new(),
+            last_window_users: 0,
+            store: None,
+        }
     }
 
     /// Users seen for the first time start from their document in `store`.
@@ -273,8 +285,12 @@ impl ProfileWindows {
 /// Builds the document from a cumulative aggregate.
 fn document(k: &UserKey, a: &Agg, updated_window: i64, favorites: usize) -> ProfileDoc {
     let total: u64 = a.category_weights.iter().map(|(_, w)| w).sum();
-    let mut cats: Vec<(&Str, u64)> = a.category_weights.iter().filter(|(_, w)| *w > 0).map(|(c, w)| (c, *w)).collect();
-    cats.sort_by(|x, y| y.1.cmp(&x.1).then_with(|| x.0.cmp(y.0)));
+    // `category_weights` is in name order, as the maps want it.
+    let cats: Vec<(Str, u64)> = a.category_weights.iter().filter(|(_, w)| *w > 0).cloned().collect();
+    let scores: Vec<(Str, f64)> = cats.iter().map(|(c, w)| (c.clone(), *w as f64 / total as f64)).collect();
+    let mut by_weight: Vec<&(Str, u64)> = cats.iter().collect();
+    by_weight.sort_by(|x, y| y.1.cmp(&x.1).then_with(|| x.0.cmp(&y.0)));
+    let favorite_categories = by_weight.iter().take(favorites).map(|(c, _)| c.clone()).collect();
     ProfileDoc {
         tenant_id: k.tenant.clone(),
         user_id: k.user.clone(),
@@ -282,9 +298,9 @@ fn document(k: &UserKey, a: &Agg, updated_window: i64, favorites: usize) -> Prof
         counts: ActionCounts(a.counts),
         watch_count: a.counts[Action::View.index()] + a.counts[Action::Play.index()],
         watch_seconds: a.watch_seconds.get(),
-        category_counts: cats.iter().map(|(c, w)| ((*c).clone(), *w)).collect(),
-        category_scores: cats.iter().map(|(c, w)| ((*c).clone(), *w as f64 / total as f64)).collect(),
-        favorite_categories: cats.iter().take(favorites).map(|(c, _)| (*c).clone()).collect(),
+        category_counts: CategoryMap::from_sorted(cats),
+        category_scores: CategoryMap::from_sorted(scores),
+        favorite_categories,
         active_hours: a.active_hours.to_vec(),
         first_seen: a.first_seen,
         last_active_at: a.last_active,
@@ -300,9 +316,10 @@ impl WindowLogic for ProfileWindows {
     fn absorb(&mut self, r: ProfRec, close_at: &mut dyn FnMut(Minute)) {
         let end = window_start(r.ts, self.cfg.window_ms) + self.cfg.window_ms;
         let weight = self.cfg.weights[r.action.index()];
+        let size = self.last_window_users;
         let window = self.open.entry(end).or_insert_with(|| {
             close_at((end / MINUTE_MS) as Minute);
-            HashMap::default()
+            HashMap::with_capacity_and_hasher(size, Default::default())
         });
         let key = UserKey { tenant: r.tenant_id.clone(), user: r.user_id.clone(), scenario: r.scenario_id.clone() };
         window.entry(key).or_default().add(r, weight);
@@ -311,6 +328,7 @@ impl WindowLogic for ProfileWindows {
     fn close(&mut self, close: Minute, out: &mut Vec<ProfileDoc>) {
         let end = close as i64 * MINUTE_MS;
         let Some(window) = self.open.remove(&end) else { return };
+        self.last_window_users = window.len();
         self.load_new_users(&window);
         out.reserve(window.len());
         for (k, agg) in window {

@@ -3,6 +3,7 @@
 //! hand to sinks.
 
 pub mod action;
+pub mod category_map;
 pub mod event;
 pub mod item;
 pub mod outputs;
@@ -10,6 +11,7 @@ pub mod profile;
 pub mod validate;
 
 pub use action::{Action, ActionWeights, ACTIONS};
+pub use category_map::CategoryMap;
 pub use event::{Event, Str};
 pub use item::Item;
 pub use outputs::{

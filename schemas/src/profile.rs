@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{Action, Str, ACTIONS};
+use crate::{Action, CategoryMap, Str, ACTIONS};
 
 /// Cumulative profile of one (tenant, user, scenario) over all closed 5-min windows.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -19,9 +19,9 @@ pub struct ProfileDoc {
     /// Sum of `watch_duration` over view/play events.
     pub watch_seconds: f64,
     /// Sum of action weights per category; only positive sums.
-    pub category_counts: BTreeMap<Str, u64>,
+    pub category_counts: CategoryMap<u64>,
     /// category_counts / their total.
-    pub category_scores: BTreeMap<Str, f64>,
+    pub category_scores: CategoryMap<f64>,
     /// Up to three categories, count desc then name asc.
     pub favorite_categories: Vec<Str>,
     /// Non-impression events per UTC hour of day.

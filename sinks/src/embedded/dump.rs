@@ -41,8 +41,7 @@ impl EmbeddedStore {
         let zsets = read(&self.zsets);
         let item_stats = read(&self.item_stats);
         let metrics = read(&self.metrics);
-        let docs = read(&self.user_profiles);
-        let cache = read(&self.profile_cache);
+        let profiles = read(&self.profiles);
 
         let mut out: BTreeMap<String, Value> = BTreeMap::new();
         for (key, z) in zsets.iter() {
@@ -57,14 +56,16 @@ impl EmbeddedStore {
         for ((tenant, scenario), m) in metrics.iter() {
             out.insert(format!("{METRICS_PREFIX}{tenant}:{scenario}"), hash_value(metrics_fields(&m.window)));
         }
-        for ((tenant, user, scenario), c) in cache.iter() {
-            let v = serde_json::to_value(c.doc.as_ref()).unwrap_or(Value::Null);
-            out.insert(profile_key(tenant, user, scenario), v);
+        for ((tenant, user, scenario), p) in profiles.iter() {
+            if let Some(c) = &p.cached {
+                let v = serde_json::to_value(c.doc.as_ref()).unwrap_or(Value::Null);
+                out.insert(profile_key(tenant, user, scenario), v);
+            }
         }
-        let mut sorted: Vec<_> = docs.iter().collect();
+        let mut sorted: Vec<_> = profiles.iter().collect();
         sorted.sort_unstable_by(|a, b| a.0.cmp(b.0));
         let docs_json =
-            sorted.into_iter().map(|(_, d)| serde_json::to_value(d.as_ref()).unwrap_or(Value::Null)).collect();
+            sorted.into_iter().map(|(_, p)| serde_json::to_value(p.doc.as_ref()).unwrap_or(Value::Null)).collect();
         out.insert(MONGO_PROFILES.to_string(), Value::Array(docs_json));
 
         Value::Object(out.into_iter().collect::<Map<String, Value>>())

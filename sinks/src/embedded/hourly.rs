@@ -2,9 +2,11 @@
 //! experiment, variant, hour) sums over the raw-log rows, so the server's
 //! `/api/v1/analytics/hourly` answers without ClickHouse as well.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use recflow_schemas::{Action, Event, Str};
+
+use super::store::IdMap;
 
 const HOUR_MS: i64 = 3_600_000;
 
@@ -101,7 +103,7 @@ type RowKey = (i64, Str, Str);
 
 /// Hourly rows per (tenant, scenario).
 #[derive(Debug, Default)]
-pub(super) struct Hourly(HashMap<(Str, Str), BTreeMap<RowKey, HourlyRow>>);
+pub(super) struct Hourly(IdMap<(Str, Str), BTreeMap<RowKey, HourlyRow>>);
 
 impl Hourly {
     /// Counts one raw-log row.

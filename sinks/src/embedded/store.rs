@@ -2,8 +2,9 @@
 //!
 //! One `RwLock` per key family so hot-list, stats, metrics and profile writers
 //! from different workers do not contend. Lock order (for code taking several):
-//! zsets, item_stats, metrics, user_profiles, profile_cache.
+//! zsets, item_stats, metrics, profiles.
 
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, SystemTime};
@@ -48,6 +49,18 @@ pub(super) struct CachedProfile {
     pub(super) expires_at: SystemTime,
 }
 
+/// One (tenant, user, scenario): its Mongo document and its Redis string
+/// (which expires on its own). One entry for both, so an upsert hashes the
+/// key once.
+#[derive(Debug)]
+pub(super) struct StoredProfile {
+    pub(super) doc: Arc<ProfileDoc>,
+    pub(super) cached: Option<CachedProfile>,
+}
+
+/// Hash maps keyed by tenant-supplied ids: fast, with a random seed (HashDoS-resistant).
+pub(super) type IdMap<K, V> = HashMap<K, V, ahash::RandomState>;
+
 /// (tenant_id, user_id, scenario_id): the unique index of `user_profiles`.
 pub(super) type ProfileKey = (Str, Str, Str);
 
@@ -57,13 +70,11 @@ pub(super) type ProfileKey = (Str, Str, Str);
 pub struct EmbeddedStore {
     pub(super) zsets: RwLock<HashMap<String, ZSet>>,
     /// `item:stats:{tenant}:{item}` counts indexed by `Action::index`.
-    pub(super) item_stats: RwLock<HashMap<(Str, Str), [u64; 12]>>,
+    pub(super) item_stats: RwLock<IdMap<(Str, Str), [u64; 12]>>,
     /// `metrics:realtime:{tenant}:{scenario}`.
-    pub(super) metrics: RwLock<HashMap<(Str, Str), Metrics>>,
-    /// Mongo `user_profiles`.
-    pub(super) user_profiles: RwLock<HashMap<ProfileKey, Arc<ProfileDoc>>>,
-    /// `user:profile:{tenant}:{user}:{scenario}` strings, by key.
-    pub(super) profile_cache: RwLock<HashMap<ProfileKey, CachedProfile>>,
+    pub(super) metrics: RwLock<IdMap<(Str, Str), Metrics>>,
+    /// Mongo `user_profiles` and the `user:profile:{tenant}:{user}:{scenario}` strings.
+    pub(super) profiles: RwLock<IdMap<ProfileKey, StoredProfile>>,
     /// ClickHouse `metrics_hourly`, from the raw-log rows.
     hourly: RwLock<Hourly>,
 }
@@ -141,7 +152,7 @@ fn replace_zset(map: &mut HashMap<String, ZSet>, key: String, z: ZSet) -> bool {
     true
 }
 
-fn add_stats(map: &mut HashMap<(Str, Str), [u64; 12]>, d: &ItemStatsDelta) {
+fn add_stats(map: &mut IdMap<(Str, Str), [u64; 12]>, d: &ItemStatsDelta) {
     // HINCRBY of zeros creates nothing in Redis.
     if d.counts.iter().all(|&c| c == 0) {
         return;
@@ -152,7 +163,7 @@ fn add_stats(map: &mut HashMap<(Str, Str), [u64; 12]>, d: &ItemStatsDelta) {
     }
 }
 
-fn replace_metrics(map: &mut HashMap<(Str, Str), Metrics>, w: &MetricsWindow, now: SystemTime) -> bool {
+fn replace_metrics(map: &mut IdMap<(Str, Str), Metrics>, w: &MetricsWindow, now: SystemTime) -> bool {
     let key = (w.tenant_id.clone(), w.scenario_id.clone());
     if map.get(&key).is_some_and(|old| old.window.window_start > w.window_start) {
         return false;
@@ -267,18 +278,26 @@ impl EmbeddedStore {
 
     /// Applies prepared profile upserts; returns how many were applied.
     fn upsert_prepared(&self, profiles: Vec<PreparedProfile>, now: SystemTime) -> usize {
-        let mut docs = write(&self.user_profiles);
-        let mut cache = write(&self.profile_cache);
+        let mut map = write(&self.profiles);
         let mut applied = 0;
         for p in profiles {
             let version = p.doc.updated_window;
-            if docs.get(&p.key).is_some_and(|old| old.updated_window > version) {
-                continue;
-            }
-            docs.insert(p.key.clone(), p.doc.clone());
-            // The cache is versioned too, so a replayed old window never overwrites it.
-            if cache.get(&p.key).is_none_or(|c| c.version <= version) {
-                cache.insert(p.key, CachedProfile { doc: p.doc, version, expires_at: now + PROFILE_TTL });
+            let cached = |doc| Some(CachedProfile { doc, version, expires_at: now + PROFILE_TTL });
+            match map.entry(p.key) {
+                Entry::Occupied(mut e) => {
+                    let stored = e.get_mut();
+                    if stored.doc.updated_window > version {
+                        continue;
+                    }
+                    stored.doc = p.doc.clone();
+                    // The cache is versioned too, so a replayed old window never overwrites it.
+                    if stored.cached.as_ref().is_none_or(|c| c.version <= version) {
+                        stored.cached = cached(p.doc);
+                    }
+                }
+                Entry::Vacant(e) => {
+                    e.insert(StoredProfile { doc: p.doc.clone(), cached: cached(p.doc) });
+                }
             }
             applied += 1;
         }
@@ -312,11 +331,12 @@ impl EmbeddedStore {
             m.retain(|_, v| v.expires_at > now);
             count(before, m.len());
         }
-        {
-            let mut m = write(&self.profile_cache);
-            let before = m.len();
-            m.retain(|_, v| v.expires_at > now);
-            count(before, m.len());
+        // The document stays (Mongo), only its Redis string expires.
+        for p in write(&self.profiles).values_mut() {
+            if p.cached.as_ref().is_some_and(|c| c.expires_at <= now) {
+                p.cached = None;
+                n += 1;
+            }
         }
         n
     }
@@ -353,14 +373,14 @@ impl EmbeddedStore {
 
     /// A STRING value (`user:profile:*`: the profile JSON).
     pub fn get_string(&self, key: &str) -> Option<Arc<str>> {
-        let doc = read(&self.profile_cache).get(&split_profile_key(key)?).map(|c| c.doc.clone())?;
+        let doc = read(&self.profiles).get(&split_profile_key(key)?)?.cached.as_ref()?.doc.clone();
         serde_json::to_string(doc.as_ref()).ok().map(Arc::from)
     }
 
     /// The Mongo `user_profiles` document of (tenant, user, scenario).
     pub fn get_profile(&self, tenant: &str, user: &str, scenario: &str) -> Option<Arc<ProfileDoc>> {
         let key = (Str::new(tenant), Str::new(user), Str::new(scenario));
-        read(&self.user_profiles).get(&key).cloned()
+        read(&self.profiles).get(&key).map(|p| p.doc.clone())
     }
 
     /// Cumulative counts (indexed by `Action::index`) of an item.
@@ -382,7 +402,11 @@ impl EmbeddedStore {
         keys.extend(pairs(ITEM_STATS_PREFIX, &mut read(&self.item_stats).keys().map(|(a, b)| (a, b))));
         keys.extend(pairs(METRICS_PREFIX, &mut read(&self.metrics).keys().map(|(a, b)| (a, b))));
         keys.extend(
-            read(&self.profile_cache).keys().map(|(t, u, s)| profile_key(t, u, s)).filter(|k| k.starts_with(prefix)),
+            read(&self.profiles)
+                .iter()
+                .filter(|(_, p)| p.cached.is_some())
+                .map(|((t, u, s), _)| profile_key(t, u, s))
+                .filter(|k| k.starts_with(prefix)),
         );
         keys.sort_unstable();
         keys

@@ -1,6 +1,5 @@
 //! Unit tests of the embedded store and sink.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -40,8 +39,8 @@ fn profile(user: &str, updated_window: i64, clicks: u64) -> ProfileDoc {
         },
         watch_count: 0,
         watch_seconds: 0.0,
-        category_counts: BTreeMap::new(),
-        category_scores: BTreeMap::new(),
+        category_counts: Default::default(),
+        category_scores: Default::default(),
         favorite_categories: vec![],
         active_hours: vec![0; 24],
         first_seen: 1,

@@ -72,7 +72,7 @@ pub fn build<'s>(
         streams.log,
         hot.map(Output::Hot),
         stats.map(Output::ItemStats),
-        profiles.map(|p| Output::Profile(Arc::new(p))),
+        profiles.map(Output::Profile),
         metrics.map(Output::Metrics),
     ]);
     sink_all(outputs, sinks, ctx).probe_with(&sunk);

@@ -311,7 +311,8 @@ fn document(k: &UserKey, a: &Agg, updated_window: i64, favorites: usize) -> Prof
 
 impl WindowLogic for ProfileWindows {
     type In = ProfRec;
-    type Out = ProfileDoc;
+    /// Shared as is by every sink (and held by the embedded store).
+    type Out = Arc<ProfileDoc>;
 
     fn absorb(&mut self, r: ProfRec, close_at: &mut dyn FnMut(Minute)) {
         let end = window_start(r.ts, self.cfg.window_ms) + self.cfg.window_ms;
@@ -325,24 +326,26 @@ impl WindowLogic for ProfileWindows {
         window.entry(key).or_default().add(r, weight);
     }
 
-    fn close(&mut self, close: Minute, out: &mut Vec<ProfileDoc>) {
+    fn close(&mut self, close: Minute, out: &mut Vec<Arc<ProfileDoc>>) {
         let end = close as i64 * MINUTE_MS;
         let Some(window) = self.open.remove(&end) else { return };
         self.last_window_users = window.len();
         self.load_new_users(&window);
         out.reserve(window.len());
+        let mut merged = 0;
         for (k, agg) in window {
             let user =
                 self.users.entry(k.clone()).or_insert_with(|| User { stored_until: i64::MIN, ..User::default() });
             if end <= user.stored_until {
                 // A replayed window the stored profile already contains: re-send that.
-                out.push(document(&k, &user.total, user.stored_until, self.cfg.favorite_categories));
+                out.push(Arc::new(document(&k, &user.total, user.stored_until, self.cfg.favorite_categories)));
                 continue;
             }
             user.total.merge(agg, self.cfg.recent_items);
-            self.counters.profile_windows.fetch_add(1, Relaxed);
-            out.push(document(&k, &user.total, end, self.cfg.favorite_categories));
+            merged += 1;
+            out.push(Arc::new(document(&k, &user.total, end, self.cfg.favorite_categories)));
         }
+        self.counters.profile_windows.fetch_add(merged, Relaxed);
     }
 }
 
@@ -364,7 +367,7 @@ mod tests {
         }
     }
 
-    fn run(recs: Vec<ProfRec>) -> Vec<ProfileDoc> {
+    fn run(recs: Vec<ProfRec>) -> Vec<Arc<ProfileDoc>> {
         let mut p = ProfileWindows::new(ProfileConfig::default(), Arc::new(Counters::new(1)));
         let mut closes = std::collections::BTreeSet::new();
         for r in recs {
@@ -409,7 +412,7 @@ mod tests {
         // Crash after window 2 was stored; the replay starts inside window 2.
         let replay: Vec<ProfRec> = events.into_iter().filter(|r| r.ts >= 7 * m).collect();
         let mut p = ProfileWindows::new(ProfileConfig::default(), Arc::new(Counters::new(1)))
-            .with_store(Box::new(Stored(vec![w2.clone()])));
+            .with_store(Box::new(Stored(vec![ProfileDoc::clone(w2)])));
         let mut closes = std::collections::BTreeSet::new();
         for r in replay {
             p.absorb(r, &mut |c| {

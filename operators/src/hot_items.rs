@@ -14,16 +14,13 @@ use std::collections::BTreeMap;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
-use recflow_schemas::{Action, Event, HotList, ItemStatsDelta, Str, MINUTE_MS};
+use recflow_schemas::{Action, Event, HotList, IdMap, ItemStatsDelta, Str, MINUTE_MS};
 
 use crate::exact::ExactSum;
 use crate::time::{sliding_window_ends, window_start};
 use crate::topk::top_k;
 use crate::windowed::WindowLogic;
 use crate::{Counters, Minute};
-
-/// Hash maps keyed by tenant-supplied ids: fast, with a random seed (HashDoS-resistant).
-type HashMap<K, V> = std::collections::HashMap<K, V, ahash::RandomState>;
 
 /// Hot-items knobs (config `[hot_items]`).
 #[derive(Clone, Debug)]
@@ -115,7 +112,7 @@ pub enum HotOut {
 pub struct HotPanes {
     cfg: HotConfig,
     /// Pane start (ms) -> items.
-    panes: BTreeMap<i64, HashMap<ItemKey, PaneAcc>>,
+    panes: BTreeMap<i64, IdMap<ItemKey, PaneAcc>>,
 }
 
 impl HotPanes {
@@ -142,7 +139,7 @@ impl WindowLogic for HotPanes {
                 for end in sliding_window_ends(r.ts, window_ms, slide_ms) {
                     close_at((end / MINUTE_MS) as Minute);
                 }
-                HashMap::default()
+                IdMap::default()
             })
             .entry(ItemKey { tenant: r.tenant_id, scenario: r.scenario_id, item: r.item_id })
             .or_default();
@@ -170,7 +167,7 @@ impl WindowLogic for HotPanes {
             }
         }
         // Score the window [end - window, end) from its panes, in pane order.
-        let mut scores: HashMap<&ItemKey, (f64, &(i64, Str, Str))> = HashMap::default();
+        let mut scores: IdMap<&ItemKey, (f64, &(i64, Str, Str))> = IdMap::default();
         for (&start, items) in self.panes.range(end - self.cfg.window_ms..end) {
             let factor = (-((end - (start + self.cfg.slide_ms)) as f64) / self.cfg.half_life_ms as f64).exp2();
             for (k, acc) in items {
@@ -181,8 +178,8 @@ impl WindowLogic for HotPanes {
                 }
             }
         }
-        let mut by_scenario: HashMap<(&Str, &Str), Ranked> = HashMap::default();
-        let mut by_category: HashMap<(&Str, &Str, &Str), Ranked> = HashMap::default();
+        let mut by_scenario: IdMap<(&Str, &Str), Ranked> = IdMap::default();
+        let mut by_category: IdMap<(&Str, &Str, &Str), Ranked> = IdMap::default();
         for (k, (score, latest)) in scores {
             if score <= 0.0 {
                 continue;
@@ -220,7 +217,7 @@ impl WindowLogic for HotPanes {
 pub struct HotMerge {
     cfg: HotConfig,
     counters: Arc<Counters>,
-    lists: BTreeMap<i64, HashMap<HotKey, Ranked>>,
+    lists: BTreeMap<i64, IdMap<HotKey, Ranked>>,
 }
 
 impl HotMerge {

@@ -8,15 +8,12 @@ use std::collections::BTreeMap;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
-use recflow_schemas::{Action, Event, MetricsRow, MetricsWindow, Str, MINUTE_MS};
+use recflow_schemas::{Action, Event, IdMap, MetricsRow, MetricsWindow, Str, MINUTE_MS};
 
 use crate::exact::{ratio, ExactSum};
 use crate::time::minute_of;
 use crate::windowed::WindowLogic;
 use crate::{Counters, Minute};
-
-/// Hash maps keyed by tenant-supplied ids: fast, with a random seed (HashDoS-resistant).
-type HashMap<K, V> = std::collections::HashMap<K, V, ahash::RandomState>;
 
 /// The part of an event the metrics job needs.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -135,7 +132,7 @@ pub struct MetPartial {
 /// Stage 1: local pre-aggregation per minute.
 #[derive(Default)]
 pub struct MetricsPreAgg {
-    minutes: BTreeMap<Minute, HashMap<MetKey, MetAcc>>,
+    minutes: BTreeMap<Minute, IdMap<MetKey, MetAcc>>,
 }
 
 impl WindowLogic for MetricsPreAgg {
@@ -146,7 +143,7 @@ impl WindowLogic for MetricsPreAgg {
         let m = minute_of(r.ts);
         let map = self.minutes.entry(m).or_insert_with(|| {
             close_at(m + 1);
-            HashMap::default()
+            IdMap::default()
         });
         match map.get_mut(&r.key) {
             Some(acc) => acc.add(&r),

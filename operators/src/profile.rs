@@ -12,15 +12,12 @@ use std::collections::BTreeMap;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
-use recflow_schemas::{Action, ActionCounts, CategoryMap, Event, ProfileDoc, Str, MINUTE_MS};
+use recflow_schemas::{Action, ActionCounts, CategoryMap, Event, IdMap, ProfileDoc, Str, MINUTE_MS};
 
 use crate::exact::ExactSum;
 use crate::time::window_start;
 use crate::windowed::WindowLogic;
 use crate::{Counters, Minute};
-
-/// Hash maps keyed by tenant-supplied ids: fast, with a random seed (HashDoS-resistant).
-type HashMap<K, V> = std::collections::HashMap<K, V, ahash::RandomState>;
 
 /// Profile knobs (config `[profiles]`).
 #[derive(Clone, Debug)]
@@ -219,9 +216,9 @@ pub struct ProfileWindows {
     cfg: ProfileConfig,
     counters: Arc<Counters>,
     /// Cumulative aggregate over closed windows, per user.
-    users: HashMap<UserKey, User>,
+    users: IdMap<UserKey, User>,
     /// Window end -> per-user aggregate of that (still open) window.
-    open: BTreeMap<i64, HashMap<UserKey, Agg>>,
+    open: BTreeMap<i64, IdMap<UserKey, Agg>>,
     /// Users in the last closed window: a new window's map starts at that
     /// size instead of growing (and rehashing) from empty.
     last_window_users: usize,
@@ -234,7 +231,7 @@ impl ProfileWindows {
         ProfileWindows {
             cfg,
             counters,
-            users: HashMap::default(),
+            users: IdMap::default(),
             open: BTreeMap::new(),
             last_window_users: 0,
             store: None,
@@ -248,7 +245,7 @@ impl ProfileWindows {
     }
 
     /// Loads the stored profiles of the users of `window` not seen yet.
-    fn load_new_users(&mut self, window: &HashMap<UserKey, Agg>) {
+    fn load_new_users(&mut self, window: &IdMap<UserKey, Agg>) {
         let Some(store) = self.store.as_mut() else { return };
         let keys: Vec<ProfileKey> = window
             .keys()
@@ -320,7 +317,7 @@ impl WindowLogic for ProfileWindows {
         let size = self.last_window_users;
         let window = self.open.entry(end).or_insert_with(|| {
             close_at((end / MINUTE_MS) as Minute);
-            HashMap::with_capacity_and_hasher(size, Default::default())
+            IdMap::with_capacity_and_hasher(size, Default::default())
         });
         let key = UserKey { tenant: r.tenant_id.clone(), user: r.user_id.clone(), scenario: r.scenario_id.clone() };
         window.entry(key).or_default().add(r, weight);

@@ -31,14 +31,19 @@ impl<V> CategoryMap<V> {
         Self::default()
     }
 
+    /// Where `name` is (Ok) or would go (Err).
+    fn find(&self, name: &str) -> Result<usize, usize> {
+        self.0.binary_search_by(|(k, _)| k.as_str().cmp(name))
+    }
+
     /// The value of `name`, if present.
     pub fn get(&self, name: &str) -> Option<&V> {
-        self.0.binary_search_by(|(k, _)| k.as_str().cmp(name)).ok().map(|i| &self.0[i].1)
+        self.find(name).ok().map(|i| &self.0[i].1)
     }
 
     /// Sets `name` to `value`; returns the value it replaces.
     pub fn insert(&mut self, name: Str, value: V) -> Option<V> {
-        match self.0.binary_search_by(|(k, _)| k.as_str().cmp(name.as_str())) {
+        match self.find(&name) {
             Ok(i) => Some(std::mem::replace(&mut self.0[i].1, value)),
             Err(i) => {
                 self.0.insert(i, (name, value));

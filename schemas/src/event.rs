@@ -7,6 +7,9 @@ use crate::Action;
 /// Small inline string: ids up to 23 bytes never allocate.
 pub type Str = smol_str::SmolStr;
 
+/// Hash map keyed by tenant-supplied ids: fast, with a random seed (HashDoS-resistant).
+pub type IdMap<K, V> = std::collections::HashMap<K, V, ahash::RandomState>;
+
 /// One valid behavior event, normalized (timestamp in epoch ms, missing
 /// experiment/variant as "none", category resolved later from the catalog).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

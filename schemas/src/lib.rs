@@ -12,7 +12,7 @@ pub mod validate;
 
 pub use action::{Action, ActionWeights, ACTIONS};
 pub use category_map::CategoryMap;
-pub use event::{Event, Str};
+pub use event::{Event, IdMap, Str};
 pub use item::Item;
 pub use outputs::{
     DeadLetter, HotList, ItemStatsDelta, KafkaPos, MetricsRow, MetricsWindow, Output, RawEvent, SourcePos,

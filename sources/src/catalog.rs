@@ -3,10 +3,7 @@
 use std::io::BufRead;
 use std::path::Path;
 
-use recflow_schemas::{Item, Str};
-
-/// Hash maps keyed by tenant-supplied ids: fast, with a random seed (HashDoS-resistant).
-type HashMap<K, V> = std::collections::HashMap<K, V, ahash::RandomState>;
+use recflow_schemas::{IdMap, Item, Str};
 
 /// Catalog facts the pipeline needs, per item.
 #[derive(Clone, Debug, PartialEq)]
@@ -19,7 +16,7 @@ pub struct CatalogEntry {
 /// Items by tenant then item id; lookups borrow `&str` (no allocation).
 #[derive(Clone, Debug, Default)]
 pub struct Catalog {
-    by_tenant: HashMap<Str, HashMap<Str, CatalogEntry>>,
+    by_tenant: IdMap<Str, IdMap<Str, CatalogEntry>>,
 }
 
 /// Why a catalog file could not be loaded.
@@ -56,7 +53,7 @@ impl Catalog {
 
     /// Number of items.
     pub fn len(&self) -> usize {
-        self.by_tenant.values().map(HashMap::len).sum()
+        self.by_tenant.values().map(IdMap::len).sum()
     }
 
     /// True when empty.

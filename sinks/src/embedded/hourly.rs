@@ -4,9 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use recflow_schemas::{Action, Event, Str};
-
-use super::store::IdMap;
+use recflow_schemas::{Action, Event, IdMap, Str};
 
 const HOUR_MS: i64 = 3_600_000;
 

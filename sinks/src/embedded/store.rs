@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, SystemTime};
 
-use recflow_schemas::{HotList, ItemStatsDelta, MetricsWindow, Output, ProfileDoc, Str, ACTIONS};
+use recflow_schemas::{HotList, IdMap, ItemStatsDelta, MetricsWindow, Output, ProfileDoc, Str, ACTIONS};
 
 use super::hourly::{Hourly, HourlyRow};
 use super::FieldValue;
@@ -57,9 +57,6 @@ pub(super) struct StoredProfile {
     pub(super) doc: Arc<ProfileDoc>,
     pub(super) cached: Option<CachedProfile>,
 }
-
-/// Hash maps keyed by tenant-supplied ids: fast, with a random seed (HashDoS-resistant).
-pub(super) type IdMap<K, V> = HashMap<K, V, ahash::RandomState>;
 
 /// (tenant_id, user_id, scenario_id): the unique index of `user_profiles`.
 pub(super) type ProfileKey = (Str, Str, Str);

@@ -7,6 +7,7 @@
 //! contains (end <= its `updated_window`) are not added again; the stored
 //! document is re-sent instead so every sink holds it.
 
+use std::collections::hash_map::Entry;
 use std::collections::BTreeMap;
 
 use std::sync::atomic::Ordering::Relaxed;
@@ -86,7 +87,7 @@ struct UserKey {
     scenario: Str,
 }
 
-/// Order-independent aggregate of some events of one user.
+/// Order-independent aggregate of a user's events.
 #[derive(Clone, Debug)]
 struct Agg {
     counts: [u64; 12],
@@ -142,7 +143,10 @@ impl Agg {
         }
     }
 
-    fn add(&mut self, r: ProfRec, weight: u32) {
+    /// Adds one event; `keep` bounds the recent items. The result does not
+    /// depend on the order events are added in (recent items are ranked by
+    /// (ts, event_id), and an item cut off could never rank again).
+    fn add(&mut self, r: ProfRec, weight: u32, keep: usize) {
         self.counts[r.action.index()] += 1;
         if r.action.is_watch() {
             if let Some(d) = r.watch_duration {
@@ -157,26 +161,7 @@ impl Agg {
         if r.action != Action::Impression {
             let hour = (r.ts.div_euclid(3_600_000)).rem_euclid(24) as usize;
             self.active_hours[hour] += 1;
-            note_item(&mut self.recent, (r.ts, r.event_id, r.item_id), usize::MAX);
-        }
-    }
-
-    /// Folds a later window into this cumulative aggregate.
-    fn merge(&mut self, o: Agg, keep_recent: usize) {
-        for i in 0..12 {
-            self.counts[i] += o.counts[i];
-        }
-        self.watch_seconds.merge(o.watch_seconds);
-        for (c, w) in o.category_weights {
-            add_weight(&mut self.category_weights, &c, w);
-        }
-        for h in 0..24 {
-            self.active_hours[h] += o.active_hours[h];
-        }
-        self.first_seen = self.first_seen.min(o.first_seen);
-        self.last_active = self.last_active.max(o.last_active);
-        for entry in o.recent {
-            note_item(&mut self.recent, entry, keep_recent);
+            note_item(&mut self.recent, (r.ts, r.event_id, r.item_id), keep);
         }
     }
 }
@@ -202,6 +187,19 @@ fn note_item(recent: &mut Vec<(i64, Str, Str)>, entry: (i64, Str, Str), keep: us
     recent.truncate(keep);
 }
 
+/// A user's events in an open window. Most users have one event per window,
+/// so the first is kept inline and the window costs no allocation per user.
+struct Pending {
+    first: ProfRec,
+    rest: Vec<ProfRec>,
+}
+
+impl Pending {
+    fn into_iter(self) -> impl Iterator<Item = ProfRec> {
+        std::iter::once(self.first).chain(self.rest)
+    }
+}
+
 /// A user's cumulative profile.
 #[derive(Default)]
 struct User {
@@ -217,8 +215,9 @@ pub struct ProfileWindows {
     counters: Arc<Counters>,
     /// Cumulative aggregate over closed windows, per user.
     users: IdMap<UserKey, User>,
-    /// Window end -> per-user aggregate of that (still open) window.
-    open: BTreeMap<i64, IdMap<UserKey, Agg>>,
+    /// Window end -> per-user events of that (still open) window; they are
+    /// added to the cumulative profile when it closes.
+    open: BTreeMap<i64, IdMap<UserKey, Pending>>,
     /// Users in the last closed window: a new window's map starts at that
     /// size instead of growing (and rehashing) from empty.
     last_window_users: usize,
@@ -245,7 +244,7 @@ impl ProfileWindows {
     }
 
     /// Loads the stored profiles of the users of `window` not seen yet.
-    fn load_new_users(&mut self, window: &IdMap<UserKey, Agg>) {
+    fn load_new_users(&mut self, window: &IdMap<UserKey, Pending>) {
         let Some(store) = self.store.as_mut() else { return };
         let keys: Vec<ProfileKey> = window
             .keys()
@@ -279,15 +278,32 @@ impl ProfileWindows {
     }
 }
 
+/// The `n` heaviest categories, weight desc then name asc. Picks each next
+/// one by a scan (n is small) instead of sorting a temporary list.
+fn heaviest(cats: &[(Str, u64)], n: usize) -> Vec<Str> {
+    // Rank order: `a` before `b`. Names are distinct, so it is strict.
+    let before = |a: &(Str, u64), b: &(Str, u64)| a.1 > b.1 || (a.1 == b.1 && a.0 < b.0);
+    let mut out = Vec::with_capacity(n.min(cats.len()));
+    let mut last: Option<&(Str, u64)> = None;
+    while out.len() < n {
+        let next = cats
+            .iter()
+            .filter(|c| last.is_none_or(|l| before(l, c)))
+            .reduce(|best, c| if before(c, best) { c } else { best });
+        let Some(c) = next else { break };
+        out.push(c.0.clone());
+        last = Some(c);
+    }
+    out
+}
+
 /// Builds the document from a cumulative aggregate.
 fn document(k: &UserKey, a: &Agg, updated_window: i64, favorites: usize) -> ProfileDoc {
     let total: u64 = a.category_weights.iter().map(|(_, w)| w).sum();
     // `category_weights` is in name order, as the maps want it.
     let cats: Vec<(Str, u64)> = a.category_weights.iter().filter(|(_, w)| *w > 0).cloned().collect();
     let scores: Vec<(Str, f64)> = cats.iter().map(|(c, w)| (c.clone(), *w as f64 / total as f64)).collect();
-    let mut by_weight: Vec<&(Str, u64)> = cats.iter().collect();
-    by_weight.sort_by(|x, y| y.1.cmp(&x.1).then_with(|| x.0.cmp(&y.0)));
-    let favorite_categories = by_weight.iter().take(favorites).map(|(c, _)| c.clone()).collect();
+    let favorite_categories = heaviest(&cats, favorites);
     ProfileDoc {
         tenant_id: k.tenant.clone(),
         user_id: k.user.clone(),
@@ -313,14 +329,18 @@ impl WindowLogic for ProfileWindows {
 
     fn absorb(&mut self, r: ProfRec, close_at: &mut dyn FnMut(Minute)) {
         let end = window_start(r.ts, self.cfg.window_ms) + self.cfg.window_ms;
-        let weight = self.cfg.weights[r.action.index()];
         let size = self.last_window_users;
         let window = self.open.entry(end).or_insert_with(|| {
             close_at((end / MINUTE_MS) as Minute);
             IdMap::with_capacity_and_hasher(size, Default::default())
         });
         let key = UserKey { tenant: r.tenant_id.clone(), user: r.user_id.clone(), scenario: r.scenario_id.clone() };
-        window.entry(key).or_default().add(r, weight);
+        match window.entry(key) {
+            Entry::Occupied(mut e) => e.get_mut().rest.push(r),
+            Entry::Vacant(e) => {
+                e.insert(Pending { first: r, rest: Vec::new() });
+            }
+        }
     }
 
     fn close(&mut self, close: Minute, out: &mut Vec<Arc<ProfileDoc>>) {
@@ -330,7 +350,7 @@ impl WindowLogic for ProfileWindows {
         self.load_new_users(&window);
         out.reserve(window.len());
         let mut merged = 0;
-        for (k, agg) in window {
+        for (k, events) in window {
             let user =
                 self.users.entry(k.clone()).or_insert_with(|| User { stored_until: i64::MIN, ..User::default() });
             if end <= user.stored_until {
@@ -338,7 +358,10 @@ impl WindowLogic for ProfileWindows {
                 out.push(Arc::new(document(&k, &user.total, user.stored_until, self.cfg.favorite_categories)));
                 continue;
             }
-            user.total.merge(agg, self.cfg.recent_items);
+            for r in events.into_iter() {
+                let weight = self.cfg.weights[r.action.index()];
+                user.total.add(r, weight, self.cfg.recent_items);
+            }
             merged += 1;
             out.push(Arc::new(document(&k, &user.total, end, self.cfg.favorite_categories)));
         }
@@ -455,6 +478,23 @@ mod tests {
         assert!((d.category_scores["news"] - 11.0 / 15.0).abs() < 1e-15);
         assert_eq!((d.first_seen, d.last_active_at), (1_000, 301_000));
         assert_eq!(d.active_hours[0], 6, "impressions are not activity");
+    }
+
+    #[test]
+    fn heaviest_matches_a_full_sort() {
+        // Weights with ties, in name order as the aggregate keeps them.
+        let cats: Vec<(Str, u64)> = ["a", "b", "c", "d", "e", "f", "g"]
+            .iter()
+            .zip([5u64, 9, 5, 1, 9, 5, 2])
+            .map(|(c, w)| (Str::new(c), w))
+            .collect();
+        let mut sorted = cats.clone();
+        sorted.sort_by(|x, y| y.1.cmp(&x.1).then_with(|| x.0.cmp(&y.0)));
+        for n in 0..=9 {
+            let want: Vec<Str> = sorted.iter().take(n).map(|c| c.0.clone()).collect();
+            assert_eq!(heaviest(&cats, n), want, "n = {n}");
+        }
+        assert!(heaviest(&[], 3).is_empty());
     }
 
     #[test]

@@ -519,7 +519,7 @@ fn sink_publishes_every_output_kind() {
         category_counts: [("news".into(), 4)].into_iter().collect(),
         category_scores: [("news".into(), 1.0)].into_iter().collect(),
         favorite_categories: vec!["news".into()],
-        active_hours: vec![0; 24],
+        active_hours: [0; 24],
         first_seen: 1,
         last_active_at: 2,
         recent_items: vec!["i1".into()],

@@ -60,7 +60,7 @@ fn profile(user: usize, scenario: usize, window: i64) -> ProfileDoc {
             .into_iter()
             .collect(),
         favorite_categories: vec![Str::new("music"), Str::new("sports")],
-        active_hours: (0..24).map(|h| (h + w) % 3).collect(),
+        active_hours: std::array::from_fn(|h| (h as u64 + w) % 3),
         first_seen: 1_700_000_000_000 + user as i64,
         last_active_at: 1_700_000_000_000 + window * 300_000,
         recent_items: (0..(w % 4)).map(|i| Str::new(format!("item_{}", w + i))).collect(),

@@ -146,7 +146,7 @@ fn profile(tenant: &str, user: &str, scenario: &str, window: i64, seed: u64) -> 
         .collect();
     let total: u64 = category_counts.values().sum();
     let category_scores = category_counts.iter().map(|(c, &n)| (c.clone(), n as f64 / total as f64)).collect();
-    let mut active_hours = vec![0u64; 24];
+    let mut active_hours = [0u64; 24];
     active_hours[(seed % 24) as usize] = 4;
     active_hours[13] += 2;
     Output::Profile(Arc::new(ProfileDoc {

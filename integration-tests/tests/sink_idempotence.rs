@@ -94,7 +94,7 @@ fn profile(tenant: &str, user: &str, updated_window: i64, events: u64) -> Profil
         category_counts: [(Str::from("music"), 2 * events)].into_iter().collect(),
         category_scores: [(Str::from("music"), 1.0)].into_iter().collect(),
         favorite_categories: vec!["music".into()],
-        active_hours: vec![0; 24],
+        active_hours: [0; 24],
         first_seen: T0 - 3_600_000,
         last_active_at: updated_window - 1,
         recent_items: vec![Str::from(format!("item_{events}"))],

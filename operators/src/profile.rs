@@ -122,16 +122,12 @@ impl Agg {
     fn from_doc(d: &ProfileDoc) -> Self {
         let mut watch_seconds = ExactSum::default();
         watch_seconds.add(d.watch_seconds);
-        let mut active_hours = [0u64; 24];
-        for (h, n) in active_hours.iter_mut().zip(&d.active_hours) {
-            *h = *n;
-        }
         let newest = d.updated_window - 1;
         Agg {
             counts: d.counts.0,
             watch_seconds,
             category_weights: d.category_counts.iter().map(|(c, w)| (c.clone(), *w)).collect(),
-            active_hours,
+            active_hours: d.active_hours,
             first_seen: d.first_seen,
             last_active: d.last_active_at,
             recent: d
@@ -286,10 +282,10 @@ fn heaviest(cats: &[(Str, u64)], n: usize) -> Vec<Str> {
     let mut out = Vec::with_capacity(n.min(cats.len()));
     let mut last: Option<&(Str, u64)> = None;
     while out.len() < n {
-        let next = cats
-            .iter()
-            .filter(|c| last.is_none_or(|l| before(l, c)))
-            .reduce(|best, c| if before(c, best) { c } else { best });
+        let next =
+            cats.iter()
+                .filter(|c| last.is_none_or(|l| before(l, c)))
+                .reduce(|best, c| if before(c, best) { c } else { best });
         let Some(c) = next else { break };
         out.push(c.0.clone());
         last = Some(c);
@@ -314,7 +310,7 @@ fn document(k: &UserKey, a: &Agg, updated_window: i64, favorites: usize) -> Prof
         category_counts: CategoryMap::from_sorted(cats),
         category_scores: CategoryMap::from_sorted(scores),
         favorite_categories,
-        active_hours: a.active_hours.to_vec(),
+        active_hours: a.active_hours,
         first_seen: a.first_seen,
         last_active_at: a.last_active,
         recent_items: a.recent.iter().map(|e| e.2.clone()).collect(),

@@ -24,8 +24,8 @@ pub struct ProfileDoc {
     pub category_scores: CategoryMap<f64>,
     /// Up to three categories, count desc then name asc.
     pub favorite_categories: Vec<Str>,
-    /// Non-impression events per UTC hour of day.
-    pub active_hours: Vec<u64>,
+    /// Non-impression events per UTC hour of day (inline: no allocation per document).
+    pub active_hours: [u64; 24],
     /// Min event time (ms), all actions.
     pub first_seen: i64,
     /// Max event time (ms), all actions.

@@ -705,7 +705,7 @@ mod tests {
             category_counts: [(Str::new("music"), 3)].into_iter().collect(),
             category_scores: [(Str::new("music"), 1.0)].into_iter().collect(),
             favorite_categories: vec![Str::new("music")],
-            active_hours: vec![0; 24],
+            active_hours: [0; 24],
             first_seen: 1,
             last_active_at: 2,
             recent_items: vec![Str::new("i1")],

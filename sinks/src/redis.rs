@@ -715,7 +715,7 @@ mod tests {
             category_counts: Default::default(),
             category_scores: [(Str::from("music"), 1.0 / 3.0)].into_iter().collect(),
             favorite_categories: vec![],
-            active_hours: vec![0; 24],
+            active_hours: [0; 24],
             first_seen: 1,
             last_active_at: 2,
             recent_items: vec!["i1".into()],

@@ -42,7 +42,7 @@ fn profile(user: &str, updated_window: i64, clicks: u64) -> ProfileDoc {
         category_counts: Default::default(),
         category_scores: Default::default(),
         favorite_categories: vec![],
-        active_hours: vec![0; 24],
+        active_hours: [0; 24],
         first_seen: 1,
         last_active_at: 2,
         recent_items: vec!["i1".into()],

@@ -191,7 +191,7 @@ struct Pending {
 }
 
 impl Pending {
-    fn into_iter(self) -> impl Iterator<Item = ProfRec> {
+    fn into_events(self) -> impl Iterator<Item = ProfRec> {
         std::iter::once(self.first).chain(self.rest)
     }
 }
@@ -354,7 +354,7 @@ impl WindowLogic for ProfileWindows {
                 out.push(Arc::new(document(&k, &user.total, user.stored_until, self.cfg.favorite_categories)));
                 continue;
             }
-            for r in events.into_iter() {
+            for r in events.into_events() {
                 let weight = self.cfg.weights[r.action.index()];
                 user.total.add(r, weight, self.cfg.recent_items);
             }

@@ -17,6 +17,7 @@ use recflow_schemas::{Action, ActionCounts, CategoryMap, Event, IdMap, ProfileDo
 
 use crate::exact::ExactSum;
 use crate::time::window_start;
+use crate::topk::top_k_ids;
 use crate::windowed::WindowLogic;
 use crate::{Counters, Minute};
 
@@ -274,32 +275,13 @@ impl ProfileWindows {
     }
 }
 
-/// The `n` heaviest categories, weight desc then name asc. Picks each next
-/// one by a scan (n is small) instead of sorting a temporary list.
-fn heaviest(cats: &[(Str, u64)], n: usize) -> Vec<Str> {
-    // Rank order: `a` before `b`. Names are distinct, so it is strict.
-    let before = |a: &(Str, u64), b: &(Str, u64)| a.1 > b.1 || (a.1 == b.1 && a.0 < b.0);
-    let mut out = Vec::with_capacity(n.min(cats.len()));
-    let mut last: Option<&(Str, u64)> = None;
-    while out.len() < n {
-        let next =
-            cats.iter()
-                .filter(|c| last.is_none_or(|l| before(l, c)))
-                .reduce(|best, c| if before(c, best) { c } else { best });
-        let Some(c) = next else { break };
-        out.push(c.0.clone());
-        last = Some(c);
-    }
-    out
-}
-
 /// Builds the document from a cumulative aggregate.
 fn document(k: &UserKey, a: &Agg, updated_window: i64, favorites: usize) -> ProfileDoc {
     let total: u64 = a.category_weights.iter().map(|(_, w)| w).sum();
     // `category_weights` is in name order, as the maps want it.
     let cats: Vec<(Str, u64)> = a.category_weights.iter().filter(|(_, w)| *w > 0).cloned().collect();
     let scores: Vec<(Str, f64)> = cats.iter().map(|(c, w)| (c.clone(), *w as f64 / total as f64)).collect();
-    let favorite_categories = heaviest(&cats, favorites);
+    let favorite_categories = top_k_ids(&cats, favorites);
     ProfileDoc {
         tenant_id: k.tenant.clone(),
         user_id: k.user.clone(),
@@ -474,23 +456,6 @@ mod tests {
         assert!((d.category_scores["news"] - 11.0 / 15.0).abs() < 1e-15);
         assert_eq!((d.first_seen, d.last_active_at), (1_000, 301_000));
         assert_eq!(d.active_hours[0], 6, "impressions are not activity");
-    }
-
-    #[test]
-    fn heaviest_matches_a_full_sort() {
-        // Weights with ties, in name order as the aggregate keeps them.
-        let cats: Vec<(Str, u64)> = ["a", "b", "c", "d", "e", "f", "g"]
-            .iter()
-            .zip([5u64, 9, 5, 1, 9, 5, 2])
-            .map(|(c, w)| (Str::new(c), w))
-            .collect();
-        let mut sorted = cats.clone();
-        sorted.sort_by(|x, y| y.1.cmp(&x.1).then_with(|| x.0.cmp(&y.0)));
-        for n in 0..=9 {
-            let want: Vec<Str> = sorted.iter().take(n).map(|c| c.0.clone()).collect();
-            assert_eq!(heaviest(&cats, n), want, "n = {n}");
-        }
-        assert!(heaviest(&[], 3).is_empty());
     }
 
     #[test]

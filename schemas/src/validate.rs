@@ -210,6 +210,16 @@ fn is_null(raw: &Option<&RawValue>) -> bool {
 }
 
 fn id_field(raw: &RawValue, field: &'static str, class: Class) -> Result<Str, Rejection> {
+    // Fast path, the usual case: a quoted string of class characters other
+    // than '\\' has no escapes, so it is its own value and already valid.
+    // Anything else takes the full path below, which decides every verdict.
+    let t = raw.get();
+    if t.len() >= 2 && t.starts_with('"') && t.ends_with('"') {
+        let inner = &t[1..t.len() - 1];
+        if !inner.is_empty() && inner.len() <= class.max_len() && inner.bytes().all(|b| b != b'\\' && class.allows(b)) {
+            return Ok(Str::new(inner));
+        }
+    }
     let s = raw_str(raw).ok_or_else(|| Rejection::invalid(field, format!("{field} must be a string")))?;
     if !class.check(&s) {
         return Err(Rejection::invalid(field, format!("{field} must match {}", class.describe())));
@@ -448,6 +458,31 @@ mod tests {
         assert!(e.event_id.starts_with('h') && e.event_id.len() == 17);
         // Derived ids are deterministic.
         assert_eq!(check(&ok()).unwrap().event_id, e.event_id);
+    }
+
+    #[test]
+    fn escaped_ids_are_unescaped_then_checked() {
+        // The minimal event with `field` set to the JSON text `value`.
+        let with = |field: &str, value: &str| {
+            let mut v = ok();
+            v[field] = "@@".into();
+            let text = v.to_string().replacen("\"@@\"", value, 1);
+            Validator::default().validate(text.as_bytes(), Some("t1"), NOW)
+        };
+        // An escape of an allowed character is that character.
+        assert_eq!(with("user_id", r#""u\u005f1""#).unwrap().user_id, "u_1");
+        assert_eq!(with("tenant_id", r#""t\u0031""#).unwrap().tenant_id, "t1");
+        // event_id allows '"' and '\', which only arrive escaped.
+        assert_eq!(with("event_id", r#""e\"q\\1""#).unwrap().event_id, "e\"q\\1");
+        // Escapes never smuggle in what the pattern forbids.
+        assert_eq!(with("user_id", r#""u\u003a1""#).unwrap_err().field, Some("user_id"));
+        assert_eq!(with("item_id", r#""i\n1""#).unwrap_err().field, Some("item_id"));
+        assert_eq!(with("user_id", r#""u\\1""#).unwrap_err().reason, Reason::InvalidField);
+        // Plain forms: too long, empty, a colon, the longest allowed.
+        assert_eq!(with("tenant_id", &format!("\"{}\"", "a".repeat(65))).unwrap_err().field, Some("tenant_id"));
+        assert_eq!(with("tenant_id", &format!("\"{}\"", "a".repeat(64))).unwrap_err().reason, Reason::TenantMismatch);
+        assert_eq!(with("scenario_id", r#""""#).unwrap_err().field, Some("scenario_id"));
+        assert_eq!(with("user_id", r#""a:b""#).unwrap_err().field, Some("user_id"));
     }
 
     #[test]

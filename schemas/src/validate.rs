@@ -151,13 +151,28 @@ impl Class {
             Class::Id | Class::Token => 128,
         }
     }
-    fn allows(self, b: u8) -> bool {
+    /// This class's bit in [`CLASS_BITS`].
+    const fn bit(self) -> u8 {
+        match self {
+            Class::Tenant => 1,
+            Class::Scenario => 2,
+            Class::Id => 4,
+            Class::Token => 8,
+        }
+    }
+    /// The rule of each class, byte by byte (the source of [`CLASS_BITS`]).
+    const fn rule(self, b: u8) -> bool {
+        let alnum = b.is_ascii_alphanumeric();
         match self {
             Class::Tenant => b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_',
-            Class::Scenario => b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'),
-            Class::Id => b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'@' | b'-'),
-            Class::Token => (0x21..=0x7e).contains(&b),
+            Class::Scenario => alnum || b == b'_' || b == b'.' || b == b'-',
+            Class::Id => alnum || b == b'_' || b == b'.' || b == b'@' || b == b'-',
+            Class::Token => b >= 0x21 && b <= 0x7e,
         }
+    }
+    /// One table lookup per byte: ids are checked on every event.
+    fn allows(self, b: u8) -> bool {
+        CLASS_BITS[b as usize] & self.bit() != 0
     }
     fn describe(self) -> &'static str {
         match self {
@@ -171,6 +186,26 @@ impl Class {
         !s.is_empty() && s.len() <= self.max_len() && s.bytes().all(|b| self.allows(b))
     }
 }
+
+/// Per byte, the bits of the classes that allow it.
+const CLASS_BITS: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut b = 0;
+    while b < 256 {
+        let mut bits = 0;
+        let classes = [Class::Tenant, Class::Scenario, Class::Id, Class::Token];
+        let mut i = 0;
+        while i < classes.len() {
+            if classes[i].rule(b as u8) {
+                bits |= classes[i].bit();
+            }
+            i += 1;
+        }
+        t[b] = bits;
+        b += 1;
+    }
+    t
+};
 
 /// True when `s` matches the tenant id pattern.
 pub fn is_valid_tenant(s: &str) -> bool {

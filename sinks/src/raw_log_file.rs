@@ -73,7 +73,9 @@ impl RawRow<'_> {
     /// for byte. Why by hand: serde_json escapes every key and value one byte
     /// at a time, which was the largest single cost of an embedded run (~14 %
     /// of its instructions). Keys here are constants, and values that need no
-    /// escaping (all validated ids do) are copied as they are.
+    /// escaping (all validated ids) are copied as they are. (A loop over an
+    /// array of typed cells instead of these three runs cost 2 % more
+    /// instructions of the whole run.)
     pub fn write_json(&self, out: &mut Vec<u8>) -> serde_json::Result<()> {
         let strs = [
             ("{\"event_id\":", self.event_id),
@@ -330,6 +332,18 @@ mod tests {
                 let mut ours = Vec::new();
                 row.write_json(&mut ours).unwrap();
                 assert_eq!(String::from_utf8(ours).unwrap(), serde_json::to_string(&row).unwrap());
+            }
+        }
+    }
+
+    #[test]
+    fn every_ascii_byte_is_escaped_as_serde_json_does() {
+        for b in 0u8..=0x7f {
+            let c = char::from(b);
+            for s in [c.to_string(), format!("a{c}b{c}{c}ü")] {
+                let mut ours = Vec::new();
+                json_str(&mut ours, &s).unwrap();
+                assert_eq!(String::from_utf8(ours).unwrap(), serde_json::to_string(&s).unwrap(), "byte {b:#x}");
             }
         }
     }

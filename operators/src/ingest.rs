@@ -65,8 +65,7 @@ struct Buffers {
 }
 
 impl Buffers {
-    /// Room for `n` records in each buffer: a batch's records mostly share
-    /// one or two minutes, and growing by doubling copied each record ~2x.
+    /// Buffers with room for `n` records each.
     fn with_capacity(n: usize) -> Self {
         Buffers {
             log: Vec::with_capacity(n),
@@ -75,6 +74,24 @@ impl Buffers {
             metrics: Vec::with_capacity(n),
         }
     }
+}
+
+/// The buffers of `minute`, created with room for a whole batch while
+/// `budget` (records) lasts. A time-ordered batch's records share one or two
+/// minutes (the events' and the watermark's), and growing those buffers by
+/// doubling copied every record ~2x more; an unordered batch spread over many
+/// minutes must not reserve a batch's room for each of them, hence the budget.
+fn buffers_of<'b>(
+    by_minute: &'b mut BTreeMap<Minute, Buffers>,
+    minute: Minute,
+    budget: &mut usize,
+    room: usize,
+) -> &'b mut Buffers {
+    by_minute.entry(minute).or_insert_with(|| {
+        let n = room.min(*budget);
+        *budget -= n;
+        Buffers::with_capacity(n)
+    })
 }
 
 fn dead_letter(
@@ -160,19 +177,24 @@ pub fn ingest<'s>(
                     Origin::File { .. } => None,
                 };
                 let room = batch.records.len();
+                let mut budget = 2 * room;
                 for rec in batch.records {
-                    let mut ev: Event =
-                        match rec.parsed {
-                            Ok(ev) => ev,
-                            Err(rej) => {
-                                cfg.counters.reject(rej.rejection.reason);
-                                let r = rej.rejection;
-                                by_minute.entry(now_min).or_insert_with(|| Buffers::with_capacity(room)).log.push(
-                                    dead_letter(r.reason, r.field, r.detail, &batch.origin, rec.offset, rej.payload),
-                                );
-                                continue;
-                            }
-                        };
+                    let mut ev: Event = match rec.parsed {
+                        Ok(ev) => ev,
+                        Err(rej) => {
+                            cfg.counters.reject(rej.rejection.reason);
+                            let r = rej.rejection;
+                            buffers_of(&mut by_minute, now_min, &mut budget, room).log.push(dead_letter(
+                                r.reason,
+                                r.field,
+                                r.detail,
+                                &batch.origin,
+                                rec.offset,
+                                rej.payload,
+                            ));
+                            continue;
+                        }
+                    };
                     cfg.counters.events.fetch_add(1, Relaxed);
                     let source = topic.as_ref().map(|(topic, partition)| KafkaPos {
                         topic: topic.clone(),
@@ -200,7 +222,7 @@ pub fn ingest<'s>(
                         cfg.counters.reject(Reason::Late);
                         let detail = format!("timestamp {} is below the watermark {watermark}", ev.ts);
                         let payload = serde_json::to_string(&ev).unwrap_or_default();
-                        let buf = by_minute.entry(now_min).or_insert_with(|| Buffers::with_capacity(room));
+                        let buf = buffers_of(&mut by_minute, now_min, &mut budget, room);
                         buf.log.push(dead_letter(
                             Reason::Late,
                             Some("timestamp"),
@@ -214,13 +236,11 @@ pub fn ingest<'s>(
                     }
                     running = running.max(ev.ts);
                     release = release.max(cfg.release.of(ev.ts));
-                    let buf = by_minute.entry(minute_of(ev.ts)).or_insert_with(|| Buffers::with_capacity(room));
+                    let buf = buffers_of(&mut by_minute, minute_of(ev.ts), &mut budget, room);
                     buf.hot.push(HotRec::from(&ev));
                     buf.profile.push(ProfRec::from(&ev));
                     buf.metrics.push(MetRec::from(&ev));
-                    by_minute
-                        .entry(now_min)
-                        .or_insert_with(|| Buffers::with_capacity(room))
+                    buffers_of(&mut by_minute, now_min, &mut budget, room)
                         .log
                         .push(Output::Raw(Box::new(RawEvent { event: ev, source })));
                 }

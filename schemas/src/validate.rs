@@ -6,7 +6,7 @@ use std::borrow::Cow;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use crate::{Action, Event, Str};
+use crate::{json_fields, Action, Event, Str};
 
 /// Why an event was rejected (or diverted), in check order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -89,7 +89,8 @@ pub struct Validator {
     pub limits: ValidationLimits,
 }
 
-/// Top-level fields, kept raw so that a wrong type is `invalid_field` of that field.
+/// Top-level fields, kept raw so that a wrong type is `invalid_field` of
+/// that field. serde reads them only when the fast path declines.
 #[derive(Deserialize)]
 struct RawEvent<'a> {
     #[serde(borrow, default)]
@@ -120,6 +121,50 @@ struct RawEvent<'a> {
     extra: Option<&'a RawValue>,
 }
 
+/// The event's fields as raw JSON text, in [`RawEvent`]'s order.
+type EventFields<'a> = [Option<&'a str>; 13];
+
+impl<'a> RawEvent<'a> {
+    /// Where `key`'s value goes in [`EventFields`].
+    fn slot(key: &str) -> Option<usize> {
+        Some(match key {
+            "event_id" => 0,
+            "tenant_id" => 1,
+            "scenario_id" => 2,
+            "user_id" => 3,
+            "item_id" => 4,
+            "action_type" => 5,
+            "timestamp" => 6,
+            "request_id" => 7,
+            "experiment_id" => 8,
+            "variant" => 9,
+            "category" => 10,
+            "context" => 11,
+            "extra" => 12,
+            _ => return None,
+        })
+    }
+
+    fn into_fields(self) -> EventFields<'a> {
+        [
+            self.event_id,
+            self.tenant_id,
+            self.scenario_id,
+            self.user_id,
+            self.item_id,
+            self.action_type,
+            self.timestamp,
+            self.request_id,
+            self.experiment_id,
+            self.variant,
+            self.category,
+            self.context,
+            self.extra,
+        ]
+        .map(|f| f.map(RawValue::get))
+    }
+}
+
 /// `extra`: numbers only; other keys are ignored.
 #[derive(Deserialize)]
 struct RawExtra<'a> {
@@ -129,6 +174,35 @@ struct RawExtra<'a> {
     completion_rate: Option<&'a RawValue>,
     #[serde(borrow, default)]
     amount: Option<&'a RawValue>,
+}
+
+impl<'a> RawExtra<'a> {
+    fn slot(key: &str) -> Option<usize> {
+        Some(match key {
+            "watch_duration" => 0,
+            "completion_rate" => 1,
+            "amount" => 2,
+            _ => return None,
+        })
+    }
+
+    fn into_fields(self) -> [Option<&'a str>; 3] {
+        [self.watch_duration, self.completion_rate, self.amount].map(|f| f.map(RawValue::get))
+    }
+}
+
+/// The named top-level fields of the object `text` (`null` as absent): from
+/// the one-pass reader when the input is plain, else from serde_json, which
+/// then also decides whether it is JSON at all.
+fn read_fields<'a, T: Deserialize<'a>, const N: usize>(
+    text: &'a str,
+    slot: fn(&str) -> Option<usize>,
+    into_fields: fn(T) -> [Option<&'a str>; N],
+) -> Result<[Option<&'a str>; N], serde_json::Error> {
+    match json_fields::top_level_fields(text, slot) {
+        Some(fields) => Ok(fields),
+        None => serde_json::from_str(text).map(into_fields),
+    }
 }
 
 /// Character classes of the id patterns.
@@ -223,8 +297,7 @@ pub fn is_valid_scenario(s: &str) -> bool {
 }
 
 /// A JSON string without escapes is borrowed straight from the input.
-fn raw_str<'a>(raw: &'a RawValue) -> Option<Cow<'a, str>> {
-    let t = raw.get();
+fn raw_str(t: &str) -> Option<Cow<'_, str>> {
     let b = t.as_bytes();
     if b.len() >= 2 && b[0] == b'"' && !t.contains('\\') {
         return Some(Cow::Borrowed(&t[1..t.len() - 1]));
@@ -236,41 +309,32 @@ fn raw_str<'a>(raw: &'a RawValue) -> Option<Cow<'a, str>> {
 }
 
 /// A required field already checked to be present.
-fn req(v: Option<&RawValue>) -> &RawValue {
-    v.expect("checked non-null above")
+fn req(v: Option<&str>) -> &str {
+    v.expect("checked present above")
 }
 
-fn is_null(raw: &Option<&RawValue>) -> bool {
-    raw.is_none_or(|r| r.get() == "null")
-}
-
-fn id_field(raw: &RawValue, field: &'static str, class: Class) -> Result<Str, Rejection> {
+fn id_field(t: &str, field: &'static str, class: Class) -> Result<Str, Rejection> {
     // Fast path, the usual case: a quoted string of class characters other
     // than '\\' has no escapes, so it is its own value and already valid.
     // Anything else takes the full path below, which decides every verdict.
-    let t = raw.get();
     if t.len() >= 2 && t.starts_with('"') && t.ends_with('"') {
         let inner = &t[1..t.len() - 1];
         if !inner.is_empty() && inner.len() <= class.max_len() && inner.bytes().all(|b| b != b'\\' && class.allows(b)) {
             return Ok(Str::new(inner));
         }
     }
-    let s = raw_str(raw).ok_or_else(|| Rejection::invalid(field, format!("{field} must be a string")))?;
+    let s = raw_str(t).ok_or_else(|| Rejection::invalid(field, format!("{field} must be a string")))?;
     if !class.check(&s) {
         return Err(Rejection::invalid(field, format!("{field} must match {}", class.describe())));
     }
     Ok(Str::new(s))
 }
 
-fn opt_id(raw: Option<&RawValue>, field: &'static str, class: Class) -> Result<Option<Str>, Rejection> {
-    match raw {
-        Some(r) if r.get() != "null" => id_field(r, field, class).map(Some),
-        _ => Ok(None),
-    }
+fn opt_id(raw: Option<&str>, field: &'static str, class: Class) -> Result<Option<Str>, Rejection> {
+    raw.map(|t| id_field(t, field, class)).transpose()
 }
 
-fn number(raw: &RawValue, field: &'static str) -> Result<f64, Rejection> {
-    let t = raw.get();
+fn number(t: &str, field: &'static str) -> Result<f64, Rejection> {
     let b = t.as_bytes().first().copied().unwrap_or(b'x');
     if !(b == b'-' || b.is_ascii_digit()) {
         return Err(Rejection::invalid(field, format!("{field} must be a number")));
@@ -281,24 +345,19 @@ fn number(raw: &RawValue, field: &'static str) -> Result<f64, Rejection> {
     }
 }
 
-fn opt_number(raw: Option<&RawValue>, field: &'static str, range: (f64, f64)) -> Result<Option<f64>, Rejection> {
-    match raw {
-        Some(r) if r.get() != "null" => {
-            let v = number(r, field)?;
-            if v < range.0 || v > range.1 {
-                return Err(Rejection::invalid(field, format!("{field} must be within {}..{}", range.0, range.1)));
-            }
-            Ok(Some(v))
-        }
-        _ => Ok(None),
+fn opt_number(raw: Option<&str>, field: &'static str, range: (f64, f64)) -> Result<Option<f64>, Rejection> {
+    let Some(t) = raw else { return Ok(None) };
+    let v = number(t, field)?;
+    if v < range.0 || v > range.1 {
+        return Err(Rejection::invalid(field, format!("{field} must be within {}..{}", range.0, range.1)));
     }
+    Ok(Some(v))
 }
 
 /// Epoch milliseconds from an integer or an RFC 3339 string.
-fn timestamp(raw: &RawValue) -> Result<i64, Rejection> {
-    let t = raw.get();
+fn timestamp(t: &str) -> Result<i64, Rejection> {
     if t.starts_with('"') {
-        let s = raw_str(raw).ok_or_else(|| Rejection::invalid("timestamp", "timestamp is not a valid string"))?;
+        let s = raw_str(t).ok_or_else(|| Rejection::invalid("timestamp", "timestamp is not a valid string"))?;
         let dt = time::OffsetDateTime::parse(&s, &time::format_description::well_known::Rfc3339)
             .map_err(|e| Rejection::invalid("timestamp", format!("timestamp is not RFC 3339: {e}")))?;
         let ms = dt.unix_timestamp_nanos() / 1_000_000;
@@ -351,56 +410,53 @@ impl Validator {
         if !trimmed.starts_with('{') {
             return Err(Rejection::new(Reason::BadJson, None, "not a JSON object"));
         }
-        let raw: RawEvent<'_> = serde_json::from_str(text)
-            .map_err(|e| Rejection::new(Reason::BadJson, None, format!("invalid JSON: {e}")))?;
+        let [event_id, tenant_id, scenario_id, user_id, item_id, action_type, ts, request_id, experiment_id, variant, category, context, extra] =
+            read_fields(text, RawEvent::slot, RawEvent::into_fields)
+                .map_err(|e| Rejection::new(Reason::BadJson, None, format!("invalid JSON: {e}")))?;
 
         // missing_field: every required field, in table order.
-        let required: [(&'static str, &Option<&RawValue>); 6] = [
-            ("tenant_id", &raw.tenant_id),
-            ("scenario_id", &raw.scenario_id),
-            ("user_id", &raw.user_id),
-            ("item_id", &raw.item_id),
-            ("action_type", &raw.action_type),
-            ("timestamp", &raw.timestamp),
+        let required = [
+            ("tenant_id", tenant_id),
+            ("scenario_id", scenario_id),
+            ("user_id", user_id),
+            ("item_id", item_id),
+            ("action_type", action_type),
+            ("timestamp", ts),
         ];
         for (name, v) in required {
-            if is_null(v) {
+            if v.is_none() {
                 return Err(Rejection::new(Reason::MissingField, Some(name), format!("{name} is required")));
             }
         }
 
         // invalid_field: types and patterns, in table order.
-        let event_id = opt_id(raw.event_id, "event_id", Class::Token)?;
-        let tenant_id = id_field(req(raw.tenant_id), "tenant_id", Class::Tenant)?;
-        let scenario_id = id_field(req(raw.scenario_id), "scenario_id", Class::Scenario)?;
-        let user_id = id_field(req(raw.user_id), "user_id", Class::Id)?;
-        let item_id = id_field(req(raw.item_id), "item_id", Class::Id)?;
-        let action_name = raw_str(req(raw.action_type))
+        let event_id = opt_id(event_id, "event_id", Class::Token)?;
+        let tenant_id = id_field(req(tenant_id), "tenant_id", Class::Tenant)?;
+        let scenario_id = id_field(req(scenario_id), "scenario_id", Class::Scenario)?;
+        let user_id = id_field(req(user_id), "user_id", Class::Id)?;
+        let item_id = id_field(req(item_id), "item_id", Class::Id)?;
+        let action_name = raw_str(req(action_type))
             .ok_or_else(|| Rejection::invalid("action_type", "action_type must be a string"))?;
-        let ts = timestamp(req(raw.timestamp))?;
-        let request_id = opt_id(raw.request_id, "request_id", Class::Token)?;
-        let experiment_id = opt_id(raw.experiment_id, "experiment_id", Class::Scenario)?;
-        let variant = opt_id(raw.variant, "variant", Class::Scenario)?;
-        let category = opt_id(raw.category, "category", Class::Scenario)?;
-        let context = match raw.context {
-            Some(r) if r.get() != "null" => {
-                if !r.get().starts_with('{') {
-                    return Err(Rejection::invalid("context", "context must be an object"));
-                }
-                Some(Box::<str>::from(r.get()))
-            }
-            _ => None,
+        let ts = timestamp(req(ts))?;
+        let request_id = opt_id(request_id, "request_id", Class::Token)?;
+        let experiment_id = opt_id(experiment_id, "experiment_id", Class::Scenario)?;
+        let variant = opt_id(variant, "variant", Class::Scenario)?;
+        let category = opt_id(category, "category", Class::Scenario)?;
+        let context = match context {
+            Some(t) if !t.starts_with('{') => return Err(Rejection::invalid("context", "context must be an object")),
+            Some(t) => Some(Box::<str>::from(t)),
+            None => None,
         };
         let (mut watch_duration, mut completion_rate, mut amount) = (None, None, None);
-        if let Some(r) = raw.extra.filter(|r| r.get() != "null") {
-            if !r.get().starts_with('{') {
+        if let Some(t) = extra {
+            if !t.starts_with('{') {
                 return Err(Rejection::invalid("extra", "extra must be an object"));
             }
-            let x: RawExtra<'_> = serde_json::from_str(r.get())
+            let [w, c, a] = read_fields(t, RawExtra::slot, RawExtra::into_fields)
                 .map_err(|e| Rejection::invalid("extra", format!("extra is malformed: {e}")))?;
-            watch_duration = opt_number(x.watch_duration, "extra.watch_duration", (0.0, f64::MAX))?;
-            completion_rate = opt_number(x.completion_rate, "extra.completion_rate", (0.0, 1.0))?;
-            amount = opt_number(x.amount, "extra.amount", (0.0, f64::MAX))?;
+            watch_duration = opt_number(w, "extra.watch_duration", (0.0, f64::MAX))?;
+            completion_rate = opt_number(c, "extra.completion_rate", (0.0, 1.0))?;
+            amount = opt_number(a, "extra.amount", (0.0, f64::MAX))?;
         }
 
         let action = Action::parse(&action_name).ok_or_else(|| {

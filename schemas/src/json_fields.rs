@@ -1,7 +1,9 @@
-//! One pass over a JSON object that picks out named top-level fields as raw
-//! JSON text: the event validator's fast path.
+//! JSON text on the event hot path. [`top_level_fields`] makes one pass over
+//! a JSON object and picks out named top-level fields as raw JSON text: the
+//! event validator's fast path. [`plain_len`] finds where a string stops
+//! being copyable as it is, for readers and writers alike.
 //!
-//! It answers only for plain input: strings without escapes, nesting up to
+//! `top_level_fields` answers only for plain input: strings without escapes, nesting up to
 //! [`MAX_DEPTH`], no named field given twice. For anything else, including
 //! every invalid document, it answers `None` and the caller asks serde_json,
 //! which then decides and words the error. So the one promise here is that
@@ -22,8 +24,9 @@ const STRING_STOP: [bool; 256] = {
 };
 
 /// How many bytes of `s` come before its first `"`, `\` or control byte
-/// (`s.len()` if none): eight at a time, since strings are most of a document.
-fn plain_len(s: &[u8]) -> usize {
+/// (`s.len()` if none): the part a JSON string holds as it is. Eight bytes
+/// at a time, since strings are most of an event, read or written.
+pub fn plain_len(s: &[u8]) -> usize {
     const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
     const HIGH: u64 = u64::from_ne_bytes([0x80; 8]);
     // High bit of each byte below `n`; exact up to the first such byte,

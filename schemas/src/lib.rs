@@ -6,7 +6,7 @@ pub mod action;
 pub mod category_map;
 pub mod event;
 pub mod item;
-mod json_fields;
+pub mod json_fields;
 pub mod outputs;
 pub mod profile;
 pub mod validate;

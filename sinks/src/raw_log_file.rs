@@ -3,6 +3,7 @@
 use std::io::Write as _;
 use std::path::Path;
 
+use recflow_schemas::json_fields::plain_len;
 use recflow_schemas::{Event, Output};
 use serde::Serialize;
 
@@ -122,9 +123,7 @@ impl RawRow<'_> {
 /// Appends `s` as a JSON string: copied between quotes when nothing in it
 /// needs escaping, else written by serde_json.
 fn json_str(out: &mut Vec<u8>, s: &str) -> serde_json::Result<()> {
-    // No early exit, so the check compiles to a vectorized pass.
-    let escape = s.bytes().fold(false, |any, b| any | (b < 0x20) | (b == b'"') | (b == b'\\'));
-    if escape {
+    if plain_len(s.as_bytes()) < s.len() {
         return serde_json::to_writer(out, s);
     }
     out.reserve(s.len() + 2);

@@ -43,8 +43,10 @@ impl SharedFile {
         let file = opts.open(&path).map_err(open_err)?;
         Ok(SharedFile {
             path: Arc::new(path),
-            // 1 MiB: a raw-log batch line (~1000 rows) fits without a syscall per batch.
-            inner: Arc::new(Mutex::new(BufWriter::with_capacity(1 << 20, file))),
+            // 64 KiB gathers small lines (DLQ). A raw-log batch line (~1000
+            // rows, ~400 KB) is larger, so BufWriter hands it to the OS in one
+            // write instead of copying it into the buffer first.
+            inner: Arc::new(Mutex::new(BufWriter::with_capacity(64 << 10, file))),
         })
     }
 

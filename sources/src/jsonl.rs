@@ -5,7 +5,7 @@
 //! lateness does not depend on the number of workers.
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::{BufRead, Read};
+use std::io::BufRead;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use recflow_schemas::{Rejection, Validator};
@@ -113,7 +113,7 @@ impl JsonlFile {
             let start = block.data.len();
             let no = r.next_line;
             // Read at most limit+1 bytes of the line so a huge line never sits in memory.
-            let n = (&mut r.input).take(limit + 2).read_until(b'\n', &mut block.data)?;
+            let n = read_line(&mut r.input, limit + 2, &mut block.data)?;
             if n == 0 {
                 r.eof = true;
                 break;
@@ -145,6 +145,34 @@ impl JsonlFile {
         }
         r.next_block += 1;
         Ok(Some(block))
+    }
+}
+
+/// Appends input up to and including the next newline, stopping after `max`
+/// bytes or at the end; returns bytes read. `BufRead::read_until` on `take`,
+/// but with memchr's SIMD search: finding line ends is a pass over every byte.
+fn read_line(input: &mut dyn BufRead, max: u64, out: &mut Vec<u8>) -> std::io::Result<usize> {
+    let mut read = 0usize;
+    loop {
+        let buf = match input.fill_buf() {
+            Ok(buf) => buf,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        let room = usize::try_from(max.saturating_sub(read as u64)).unwrap_or(usize::MAX).min(buf.len());
+        if room == 0 {
+            return Ok(read);
+        }
+        let (take, line_end) = match memchr::memchr(b'\n', &buf[..room]) {
+            Some(i) => (i + 1, true),
+            None => (room, false),
+        };
+        out.extend_from_slice(&buf[..take]);
+        input.consume(take);
+        read += take;
+        if line_end {
+            return Ok(read);
+        }
     }
 }
 
@@ -329,5 +357,24 @@ mod tests {
             assert!(rej.payload.len() <= 4096);
         }
         assert_eq!(recs[2].offset, 3);
+    }
+
+    #[test]
+    fn read_line_reads_what_read_until_on_take_reads() {
+        use std::io::{BufReader, Read as _};
+        let text = b"ab\r\n\n0123456789abcdef\nlast line without end";
+        // A 3-byte buffer makes lines span refills; several caps cut lines.
+        for max in [1u64, 2, 3, 5, 16, 17, 100] {
+            let (mut ours, mut std) = (BufReader::with_capacity(3, &text[..]), BufReader::with_capacity(3, &text[..]));
+            loop {
+                let (mut a, mut b) = (b"kept".to_vec(), b"kept".to_vec());
+                let n = read_line(&mut ours, max, &mut a).expect("in memory");
+                let m = (&mut std).take(max).read_until(b'\n', &mut b).expect("in memory");
+                assert_eq!((n, &a), (m, &b), "max {max}");
+                if n == 0 {
+                    break;
+                }
+            }
+        }
     }
 }

@@ -49,7 +49,7 @@ pub fn plain_len(s: &[u8]) -> usize {
 /// `None`: not plain, valid JSON (see the module docs); ask serde_json.
 pub(crate) fn top_level_fields<const N: usize>(
     text: &str,
-    slot: impl Fn(&str) -> Option<usize>,
+    slot: impl Fn(&[u8]) -> Option<usize>,
 ) -> Option<[Option<&str>; N]> {
     let mut r = Reader { text, i: 0 };
     let mut out = [None; N];
@@ -119,17 +119,18 @@ impl<'a> Reader<'a> {
         self.text.as_bytes().get(self.i..).unwrap_or_default()
     }
 
-    /// A string without escapes; its content.
-    fn string(&mut self) -> Option<&'a str> {
+    /// A string without escapes; its content's bytes (compared, never
+    /// sliced as text, so no char-boundary checks).
+    fn string(&mut self) -> Option<&'a [u8]> {
         self.eat(b'"')?;
         let rest = self.rest();
         let len = plain_len(rest);
-        if *rest.get(len)? != b'"' {
+        let (content, after) = rest.split_at_checked(len)?;
+        if after.first() != Some(&b'"') {
             return None;
         }
-        let content = self.text.get(self.i..self.i + len);
         self.i += len + 1;
-        content
+        Some(content)
     }
 
     fn value(&mut self, depth: usize) -> Option<()> {
@@ -226,8 +227,8 @@ mod tests {
         c: Option<&'a RawValue>,
     }
 
-    fn slot(key: &str) -> Option<usize> {
-        ["a", "b", "c"].iter().position(|k| *k == key)
+    fn slot(key: &[u8]) -> Option<usize> {
+        ["a", "b", "c"].iter().position(|k| k.as_bytes() == key)
     }
 
     fn fast(text: &str) -> Option<[Option<&str>; 3]> {

@@ -126,21 +126,21 @@ type EventFields<'a> = [Option<&'a str>; 13];
 
 impl<'a> RawEvent<'a> {
     /// Where `key`'s value goes in [`EventFields`].
-    fn slot(key: &str) -> Option<usize> {
+    fn slot(key: &[u8]) -> Option<usize> {
         Some(match key {
-            "event_id" => 0,
-            "tenant_id" => 1,
-            "scenario_id" => 2,
-            "user_id" => 3,
-            "item_id" => 4,
-            "action_type" => 5,
-            "timestamp" => 6,
-            "request_id" => 7,
-            "experiment_id" => 8,
-            "variant" => 9,
-            "category" => 10,
-            "context" => 11,
-            "extra" => 12,
+            b"event_id" => 0,
+            b"tenant_id" => 1,
+            b"scenario_id" => 2,
+            b"user_id" => 3,
+            b"item_id" => 4,
+            b"action_type" => 5,
+            b"timestamp" => 6,
+            b"request_id" => 7,
+            b"experiment_id" => 8,
+            b"variant" => 9,
+            b"category" => 10,
+            b"context" => 11,
+            b"extra" => 12,
             _ => return None,
         })
     }
@@ -177,11 +177,11 @@ struct RawExtra<'a> {
 }
 
 impl<'a> RawExtra<'a> {
-    fn slot(key: &str) -> Option<usize> {
+    fn slot(key: &[u8]) -> Option<usize> {
         Some(match key {
-            "watch_duration" => 0,
-            "completion_rate" => 1,
-            "amount" => 2,
+            b"watch_duration" => 0,
+            b"completion_rate" => 1,
+            b"amount" => 2,
             _ => return None,
         })
     }
@@ -196,7 +196,7 @@ impl<'a> RawExtra<'a> {
 /// then also decides whether it is JSON at all.
 fn read_fields<'a, T: Deserialize<'a>, const N: usize>(
     text: &'a str,
-    slot: fn(&str) -> Option<usize>,
+    slot: fn(&[u8]) -> Option<usize>,
     into_fields: fn(T) -> [Option<&'a str>; N],
 ) -> Result<[Option<&'a str>; N], serde_json::Error> {
     match json_fields::top_level_fields(text, slot) {

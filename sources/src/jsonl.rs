@@ -148,54 +148,49 @@ impl JsonlFile {
     }
 }
 
-/// Appends input up to and including the next newline, stopping after `max`
-/// bytes or at the end; returns bytes read. `BufRead::read_until` on `take`,
-/// but with memchr's SIMD search: finding line ends is a pass over every byte.
-fn read_line(input: &mut dyn BufRead, max: u64, out: &mut Vec<u8>) -> std::io::Result<usize> {
-    let mut read = 0usize;
+/// Consumes input up to and including the next newline, stopping after `max`
+/// bytes or at the end, handing each buffered piece to `piece`; returns the
+/// bytes consumed and whether a newline ended them. `BufRead::read_until` on
+/// `take`, but with memchr's SIMD search: finding line ends is a pass over
+/// every byte.
+fn consume_line(input: &mut dyn BufRead, max: u64, mut piece: impl FnMut(&[u8])) -> std::io::Result<(u64, bool)> {
+    let mut read = 0u64;
     loop {
         let buf = match input.fill_buf() {
             Ok(buf) => buf,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e),
         };
-        let room = usize::try_from(max.saturating_sub(read as u64)).unwrap_or(usize::MAX).min(buf.len());
+        let room = usize::try_from(max - read).unwrap_or(usize::MAX).min(buf.len());
         if room == 0 {
-            return Ok(read);
+            return Ok((read, false));
         }
         let (take, line_end) = match memchr::memchr(b'\n', &buf[..room]) {
             Some(i) => (i + 1, true),
             None => (room, false),
         };
-        out.extend_from_slice(&buf[..take]);
+        piece(&buf[..take]);
         input.consume(take);
-        read += take;
+        read += take as u64;
         if line_end {
-            return Ok(read);
+            return Ok((read, true));
         }
     }
 }
 
-/// Consumes input up to and including the next newline; returns bytes skipped.
+/// Appends the next line, newline included, reading at most `max` bytes;
+/// returns bytes read.
+fn read_line(input: &mut dyn BufRead, max: u64, out: &mut Vec<u8>) -> std::io::Result<usize> {
+    let (read, _) = consume_line(input, max, |piece| out.extend_from_slice(piece))?;
+    // At most `max` bytes, all of them now in `out`, so they fit a usize.
+    Ok(read as usize)
+}
+
+/// Consumes input up to and including the next newline; returns bytes
+/// skipped, not counting the newline.
 fn skip_line(input: &mut dyn BufRead) -> std::io::Result<u64> {
-    let mut skipped = 0u64;
-    loop {
-        let buf = input.fill_buf()?;
-        if buf.is_empty() {
-            return Ok(skipped);
-        }
-        match memchr::memchr(b'\n', buf) {
-            Some(i) => {
-                input.consume(i + 1);
-                return Ok(skipped + i as u64);
-            }
-            None => {
-                let n = buf.len();
-                input.consume(n);
-                skipped += n as u64;
-            }
-        }
-    }
+    let (read, newline) = consume_line(input, u64::MAX, |_| {})?;
+    Ok(read - u64::from(newline))
 }
 
 /// One worker's view of a shared [`JsonlFile`].

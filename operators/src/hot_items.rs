@@ -9,7 +9,7 @@
 //! and per category; stage 2 (keyed by tenant, scenario) merges them into
 //! the global top-K.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -108,17 +108,29 @@ pub enum HotOut {
     Stats(ItemStatsDelta),
 }
 
+/// An item's panes that some open window still needs: (pane start, sums),
+/// oldest first. Rarely more than `window / slide` entries.
+type ItemPanes = Vec<(i64, PaneAcc)>;
+
 /// Stage 1: per-item panes and local top-K.
+///
+/// Panes hang off the item, not items off the pane: an event costs one
+/// lookup in a table that lives as long as the items stay active (one table
+/// per pane grew from empty, and was rehashed, every slide), and a window
+/// close visits each item once and adds up its panes in place, with no
+/// table of scores built per close.
 pub struct HotPanes {
     cfg: HotConfig,
-    /// Pane start (ms) -> items.
-    panes: BTreeMap<i64, IdMap<ItemKey, PaneAcc>>,
+    items: IdMap<ItemKey, ItemPanes>,
+    /// Starts of the panes with events whose windows are not all closed:
+    /// a pane's windows are made pending by its first event.
+    panes: BTreeSet<i64>,
 }
 
 impl HotPanes {
     /// Empty state.
     pub fn new(cfg: HotConfig) -> Self {
-        HotPanes { cfg, panes: BTreeMap::new() }
+        HotPanes { cfg, items: IdMap::default(), panes: BTreeSet::new() }
     }
 }
 
@@ -129,20 +141,25 @@ impl WindowLogic for HotPanes {
     fn absorb(&mut self, r: HotRec, close_at: &mut dyn FnMut(Minute)) {
         let pane = window_start(r.ts, self.cfg.slide_ms);
         let pane_end = pane + self.cfg.slide_ms;
+        if self.panes.last() != Some(&pane) && self.panes.insert(pane) {
+            for end in sliding_window_ends(r.ts, self.cfg.window_ms, self.cfg.slide_ms) {
+                close_at((end / MINUTE_MS) as Minute);
+            }
+        }
         let w = self.cfg.weights[r.action.index()] as f64;
-        let (window_ms, slide_ms) = (self.cfg.window_ms, self.cfg.slide_ms);
-        let acc = self
-            .panes
-            .entry(pane)
-            .or_insert_with(|| {
-                // The windows a pane belongs to are pending from its first event on.
-                for end in sliding_window_ends(r.ts, window_ms, slide_ms) {
-                    close_at((end / MINUTE_MS) as Minute);
-                }
-                IdMap::default()
-            })
-            .entry(ItemKey { tenant: r.tenant_id, scenario: r.scenario_id, item: r.item_id })
-            .or_default();
+        let panes =
+            self.items.entry(ItemKey { tenant: r.tenant_id, scenario: r.scenario_id, item: r.item_id }).or_default();
+        // Most events are for the newest pane: search from the back.
+        let at = panes.iter().rposition(|(start, _)| *start <= pane);
+        let i = match at {
+            Some(i) if panes[i].0 == pane => i,
+            _ => {
+                let i = at.map_or(0, |i| i + 1);
+                panes.insert(i, (pane, PaneAcc::default()));
+                i
+            }
+        };
+        let acc = &mut panes[i].1;
         acc.sum.add(decayed(w, pane_end - r.ts, self.cfg.half_life_ms));
         acc.counts[r.action.index()] += 1;
         if (r.ts, &r.event_id) >= (acc.latest.0, &acc.latest.1) {
@@ -152,10 +169,21 @@ impl WindowLogic for HotPanes {
 
     fn close(&mut self, close: Minute, out: &mut Vec<HotOut>) {
         let end = close as i64 * MINUTE_MS;
-        // The pane ending here is complete: its counts go to item stats.
-        if let Some(pane) = self.panes.get_mut(&(end - self.cfg.slide_ms)) {
-            for (k, acc) in pane.iter_mut() {
-                if acc.counts.iter().any(|c| *c > 0) {
+        let (slide, window) = (self.cfg.slide_ms, self.cfg.window_ms);
+        // A pane is no longer needed once the last window containing it closed.
+        let keep_from = end - window + slide;
+        let mut by_scenario: IdMap<(&Str, &Str), Ranked> = IdMap::default();
+        let mut by_category: IdMap<(&Str, &Str, Str), Ranked> = IdMap::default();
+        // Decay of a pane ending `j` slides before the window's end.
+        let decay: Vec<f64> =
+            (0..window / slide).map(|j| (-((j * slide) as f64) / self.cfg.half_life_ms as f64).exp2()).collect();
+        for (k, panes) in self.items.iter_mut() {
+            // Score the window [end - window, end) from the item's panes, in pane order.
+            let mut score = 0.0;
+            let mut latest: Option<&(i64, Str, Str)> = None;
+            for (start, acc) in panes.iter_mut() {
+                if *start + slide == end && acc.counts.iter().any(|c| *c > 0) {
+                    // The pane ending here is complete: its counts go to item stats.
                     out.push(HotOut::Stats(ItemStatsDelta {
                         tenant_id: k.tenant.clone(),
                         scenario_id: k.scenario.clone(),
@@ -164,28 +192,22 @@ impl WindowLogic for HotPanes {
                         pane_end: end,
                     }));
                 }
-            }
-        }
-        // Score the window [end - window, end) from its panes, in pane order.
-        let mut scores: IdMap<&ItemKey, (f64, &(i64, Str, Str))> = IdMap::default();
-        for (&start, items) in self.panes.range(end - self.cfg.window_ms..end) {
-            let factor = (-((end - (start + self.cfg.slide_ms)) as f64) / self.cfg.half_life_ms as f64).exp2();
-            for (k, acc) in items {
-                let e = scores.entry(k).or_insert((0.0, &acc.latest));
-                e.0 += acc.sum.get() * factor;
-                if (acc.latest.0, &acc.latest.1) > (e.1 .0, &e.1 .1) {
-                    e.1 = &acc.latest;
+                if *start < end - window || *start >= end {
+                    continue;
+                }
+                score += acc.sum.get() * decay[((end - (*start + slide)) / slide) as usize];
+                if latest.is_none_or(|l| (acc.latest.0, &acc.latest.1) > (l.0, &l.1)) {
+                    latest = Some(&acc.latest);
                 }
             }
-        }
-        let mut by_scenario: IdMap<(&Str, &Str), Ranked> = IdMap::default();
-        let mut by_category: IdMap<(&Str, &Str, &Str), Ranked> = IdMap::default();
-        for (k, (score, latest)) in scores {
-            if score <= 0.0 {
-                continue;
+            if let Some(latest) = latest.filter(|_| score > 0.0) {
+                by_scenario.entry((&k.tenant, &k.scenario)).or_default().push((k.item.clone(), score));
+                by_category
+                    .entry((&k.tenant, &k.scenario, latest.2.clone()))
+                    .or_default()
+                    .push((k.item.clone(), score));
             }
-            by_scenario.entry((&k.tenant, &k.scenario)).or_default().push((k.item.clone(), score));
-            by_category.entry((&k.tenant, &k.scenario, &latest.2)).or_default().push((k.item.clone(), score));
+            panes.retain(|(start, _)| *start >= keep_from);
         }
         let mut lists: Vec<HotList> = Vec::with_capacity(by_scenario.len() + by_category.len());
         for ((t, s), entries) in by_scenario {
@@ -201,14 +223,13 @@ impl WindowLogic for HotPanes {
             lists.push(HotList {
                 tenant_id: t.clone(),
                 scenario_id: s.clone(),
-                category: Some(c.clone()),
+                category: Some(c),
                 window_end: end,
                 entries: top_k(entries, self.cfg.category_top_k),
             });
         }
         out.extend(lists.into_iter().map(HotOut::Partial));
-        // A pane is no longer needed once the last window containing it closed.
-        let keep_from = end - self.cfg.window_ms + self.cfg.slide_ms;
+        self.items.retain(|_, panes| !panes.is_empty());
         self.panes = self.panes.split_off(&keep_from);
     }
 }
@@ -322,5 +343,56 @@ mod tests {
         assert!((list.entries[0].1 - b).abs() < 1e-12);
         assert_eq!(list.entries[1].0, "a");
         assert!((list.entries[1].1 - a).abs() < 1e-12);
+    }
+
+    #[test]
+    fn older_panes_arriving_late_and_items_coming_back_after_expiry() {
+        let (m, h) = (60_000i64, 3_600_000i64);
+        let mut p = HotPanes::new(HotConfig::default());
+        let mut closes = std::collections::BTreeSet::new();
+        // a: its 10:35 event first, then one in an older pane (10:05); b: 10:05, then 12:10.
+        for e in [
+            rec("a", Action::Click, 10 * h + 35 * m),
+            rec("a", Action::Like, 10 * h + 5 * m),
+            rec("b", Action::Share, 10 * h + 5 * m),
+            rec("b", Action::Click, 12 * h + 10 * m),
+        ] {
+            p.absorb(e, &mut |c| {
+                closes.insert(c);
+            });
+        }
+        let mut by_end: BTreeMap<i64, Vec<HotOut>> = BTreeMap::new();
+        for c in closes {
+            let mut out = Vec::new();
+            p.close(c, &mut out);
+            by_end.insert(c as i64 * MINUTE_MS, out);
+        }
+        let score = |end: i64, item: &str| {
+            by_end[&end].iter().find_map(|o| match o {
+                HotOut::Partial(l) if l.category.is_none() => l.entries.iter().find(|e| e.0 == item).map(|e| e.1),
+                _ => None,
+            })
+        };
+        let stats = |end: i64, item: &str| {
+            by_end[&end].iter().find_map(|o| match o {
+                HotOut::Stats(s) if s.item_id == item => Some(s.counts),
+                _ => None,
+            })
+        };
+        let half = 1_800_000;
+        // Window [10:00, 11:00): both of a's events, b's share.
+        let end = 11 * h;
+        let a = decayed(2.0, end - (10 * h + 35 * m), half) + decayed(3.0, end - (10 * h + 5 * m), half);
+        assert!((score(end, "a").unwrap() - a).abs() < 1e-12);
+        assert!((score(end, "b").unwrap() - decayed(5.0, end - (10 * h + 5 * m), half)).abs() < 1e-12);
+        // Each pane's counts once, when the pane ends.
+        assert_eq!(stats(10 * h + 15 * m, "a").unwrap()[Action::Like.index()], 1);
+        assert_eq!(stats(10 * h + 45 * m, "a").unwrap()[Action::Click.index()], 1);
+        assert_eq!(stats(10 * h + 45 * m, "b"), None);
+        // By 12:15 b's old pane is gone: only the 12:10 click counts; a has left every window.
+        let end = 12 * h + 15 * m;
+        assert!((score(end, "b").unwrap() - decayed(2.0, 5 * m, half)).abs() < 1e-12);
+        assert_eq!(score(end, "a"), None);
+        assert_eq!(stats(end, "b").unwrap()[Action::Click.index()], 1);
     }
 }

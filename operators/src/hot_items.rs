@@ -155,6 +155,9 @@ impl WindowLogic for HotPanes {
             Some(i) if panes[i].0 == pane => i,
             _ => {
                 let i = at.map_or(0, |i| i + 1);
+                // One pane at a time: most items are active in one or two panes,
+                // and the default growth would reserve four (~770 bytes) per item.
+                panes.reserve_exact(1);
                 panes.insert(i, (pane, PaneAcc::default()));
                 i
             }

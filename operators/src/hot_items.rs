@@ -121,6 +121,9 @@ type ItemPanes = Vec<(i64, PaneAcc)>;
 /// table of scores built per close.
 pub struct HotPanes {
     cfg: HotConfig,
+    /// Decay of a pane ending `j` slides before a window's end, index `j`:
+    /// fixed by the config, so computed once.
+    decay: Vec<f64>,
     items: IdMap<ItemKey, ItemPanes>,
     /// Starts of the panes with events whose windows are not all closed:
     /// a pane's windows are made pending by its first event.
@@ -130,7 +133,9 @@ pub struct HotPanes {
 impl HotPanes {
     /// Empty state.
     pub fn new(cfg: HotConfig) -> Self {
-        HotPanes { cfg, items: IdMap::default(), panes: BTreeSet::new() }
+        let (slide, half_life) = (cfg.slide_ms, cfg.half_life_ms as f64);
+        let decay = (0..cfg.window_ms / slide).map(|j| (-((j * slide) as f64) / half_life).exp2()).collect();
+        HotPanes { cfg, decay, items: IdMap::default(), panes: BTreeSet::new() }
     }
 }
 
@@ -177,9 +182,6 @@ impl WindowLogic for HotPanes {
         let keep_from = end - window + slide;
         let mut by_scenario: IdMap<(&Str, &Str), Ranked> = IdMap::default();
         let mut by_category: IdMap<(&Str, &Str, Str), Ranked> = IdMap::default();
-        // Decay of a pane ending `j` slides before the window's end.
-        let decay: Vec<f64> =
-            (0..window / slide).map(|j| (-((j * slide) as f64) / self.cfg.half_life_ms as f64).exp2()).collect();
         for (k, panes) in self.items.iter_mut() {
             // Score the window [end - window, end) from the item's panes, in pane order.
             let mut score = 0.0;
@@ -198,7 +200,7 @@ impl WindowLogic for HotPanes {
                 if *start < end - window || *start >= end {
                     continue;
                 }
-                score += acc.sum.get() * decay[((end - (*start + slide)) / slide) as usize];
+                score += acc.sum.get() * self.decay[((end - (*start + slide)) / slide) as usize];
                 if latest.is_none_or(|l| (acc.latest.0, &acc.latest.1) > (l.0, &l.1)) {
                     latest = Some(&acc.latest);
                 }

@@ -194,14 +194,11 @@ struct User {
     stored_until: i64,
     /// Whether the store was asked for this user's document yet.
     loaded: bool,
-    /// The end of the window being closed when this user was last listed
-    /// for it, so a close emits one document per user.
-    listed_for: i64,
 }
 
 impl User {
     fn new(loaded: bool) -> Self {
-        User { total: Agg::default(), stored_until: i64::MIN, loaded, listed_for: i64::MIN }
+        User { total: Agg::default(), stored_until: i64::MIN, loaded }
     }
 }
 
@@ -210,7 +207,10 @@ impl User {
 /// Users live in a slab found by key once per event, when it arrives; an
 /// open window is just its events tagged with their user's slot, in arrival
 /// order, so closing it looks nothing up by key (the same shape as hot
-/// items' panes hanging off the item).
+/// items' panes hanging off the item). A user's document is built right
+/// after its last event of the window is folded, while the user is still in
+/// cache: users are cold by then (a window holds ~100 K of them), and a
+/// second pass to build documents missed the cache again on each.
 pub struct ProfileWindows {
     cfg: ProfileConfig,
     counters: Arc<Counters>,
@@ -226,8 +226,9 @@ pub struct ProfileWindows {
     open: BTreeMap<i64, Vec<(usize, ProfRec)>>,
     /// A closed window's list, emptied: the next window reuses its room.
     spare: Vec<(usize, ProfRec)>,
-    /// Users of the window being closed, in first-event order (reused).
-    closing: Vec<(usize, UserKey)>,
+    /// Per slot, the index of its user's last event in the window being
+    /// closed (only read for users of that window, so never cleared).
+    last: Vec<usize>,
     store: Option<Box<dyn ProfileStore>>,
 }
 
@@ -241,7 +242,7 @@ impl ProfileWindows {
             slab: Vec::new(),
             open: BTreeMap::new(),
             spare: Vec::new(),
-            closing: Vec::new(),
+            last: Vec::new(),
             store: None,
         }
     }
@@ -252,18 +253,20 @@ impl ProfileWindows {
         self
     }
 
-    /// Loads the stored profiles of the users in `closing` not asked for yet.
-    fn load_new_users(&mut self) {
-        let Some(store) = self.store.as_mut() else { return };
-        let keys: Vec<ProfileKey> = self
-            .closing
-            .iter()
-            .filter(|(u, _)| !self.slab[*u].loaded)
-            .map(|(_, k)| (k.tenant.clone(), k.user.clone(), k.scenario.clone()))
-            .collect();
-        if keys.is_empty() {
+    /// Loads the stored profiles of the users of `window` not asked for yet,
+    /// in one batch; `self.last` is already set for `window`.
+    fn load_new_users(&mut self, window: &[(usize, ProfRec)]) {
+        if self.store.is_none() {
             return;
         }
+        // Each user once: at its last event.
+        let keys: Vec<ProfileKey> = window
+            .iter()
+            .enumerate()
+            .filter(|(i, (u, _))| self.last[*u] == *i && !self.slab[*u].loaded)
+            .map(|(_, (_, r))| (r.tenant_id.clone(), r.user_id.clone(), r.scenario_id.clone()))
+            .collect();
+        let Some(store) = self.store.as_mut().filter(|_| !keys.is_empty()) else { return };
         let mut backoff = std::time::Duration::from_millis(100);
         let docs = loop {
             match store.load(&keys) {
@@ -284,7 +287,7 @@ impl ProfileWindows {
                 user.stored_until = d.updated_window;
             }
         }
-        for (u, _) in &self.closing {
+        for (u, _) in window {
             self.slab[*u].loaded = true;
         }
     }
@@ -343,46 +346,31 @@ impl WindowLogic for ProfileWindows {
     fn close(&mut self, close: Minute, out: &mut Vec<Arc<ProfileDoc>>) {
         let end = close as i64 * MINUTE_MS;
         let Some(mut window) = self.open.remove(&end) else { return };
-        // One pass: list the window's users, each once with the key taken from
-        // its first event, and fold the events of users whose base is known.
-        // Users the store was not asked about yet wait for one batched load.
-        self.closing.clear();
-        let mut waiting = Vec::new();
-        for (u, mut r) in window.drain(..) {
+        self.last.resize(self.slab.len(), 0);
+        for (i, (u, _)) in window.iter().enumerate() {
+            self.last[*u] = i;
+        }
+        self.load_new_users(&window);
+        let mut merged = 0;
+        for (i, (u, mut r)) in window.drain(..).enumerate() {
             let user = &mut self.slab[u];
-            if user.listed_for != end {
-                user.listed_for = end;
-                let key = UserKey {
-                    tenant: std::mem::take(&mut r.tenant_id),
-                    user: std::mem::take(&mut r.user_id),
-                    scenario: std::mem::take(&mut r.scenario_id),
-                };
-                self.closing.push((u, key));
-            }
-            if !user.loaded {
-                waiting.push((u, r));
-            } else if end > user.stored_until {
+            let last = self.last[u] == i;
+            let key = last.then(|| UserKey {
+                tenant: std::mem::take(&mut r.tenant_id),
+                user: std::mem::take(&mut r.user_id),
+                scenario: std::mem::take(&mut r.scenario_id),
+            });
+            // A replayed window the stored profile already contains adds
+            // nothing, and re-sends the stored document.
+            let replayed = end <= user.stored_until;
+            if !replayed {
                 user.total.add(r, &self.cfg.weights, self.cfg.recent_items);
             }
-        }
-        if !waiting.is_empty() {
-            self.load_new_users();
-            for (u, r) in waiting {
-                let user = &mut self.slab[u];
-                // A replayed window the stored profile already contains adds nothing.
-                if end > user.stored_until {
-                    user.total.add(r, &self.cfg.weights, self.cfg.recent_items);
-                }
+            if let Some(key) = key {
+                let updated = if replayed { user.stored_until } else { end };
+                merged += u64::from(!replayed);
+                out.push(Arc::new(document(key, &user.total, updated, self.cfg.favorite_categories)));
             }
-        }
-        out.reserve(self.closing.len());
-        let mut merged = 0;
-        for (u, key) in self.closing.drain(..) {
-            let user = &self.slab[u];
-            // A replayed window re-sends the stored document.
-            let updated = if end <= user.stored_until { user.stored_until } else { end };
-            merged += u64::from(end > user.stored_until);
-            out.push(Arc::new(document(key, &user.total, updated, self.cfg.favorite_categories)));
         }
         self.counters.profile_windows.fetch_add(merged, Relaxed);
         if window.capacity() > self.spare.capacity() {

@@ -123,11 +123,13 @@ pub struct ProfilesConfig {
     pub window_secs: u64,
     pub recent_items: usize,
     pub favorite_categories: usize,
+    /// Closed windows' documents are coalesced per user and sent at most this often (0 = every window's at once).
+    pub emit_interval_ms: u64,
 }
 
 impl Default for ProfilesConfig {
     fn default() -> Self {
-        ProfilesConfig { window_secs: 300, recent_items: 20, favorite_categories: 3 }
+        ProfilesConfig { window_secs: 300, recent_items: 20, favorite_categories: 3, emit_interval_ms: 1000 }
     }
 }
 
@@ -219,6 +221,7 @@ impl Config {
             recent_items: self.profiles.recent_items,
             favorite_categories: self.profiles.favorite_categories,
             weights: self.weights.to_array(),
+            emit_every: std::time::Duration::from_millis(self.profiles.emit_interval_ms),
         }
     }
 }
@@ -234,6 +237,7 @@ mod tests {
         assert_eq!(cfg.hot().window_ms, 3_600_000);
         assert_eq!(cfg.weights, ActionWeights::default());
         assert_eq!(cfg.pipeline.allowed_lateness_secs, 300);
+        assert_eq!(cfg.profile().emit_every, ProfileConfig::default().emit_every);
     }
 
     #[test]

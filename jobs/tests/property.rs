@@ -353,10 +353,14 @@ fn check_case(c: &Case) -> Result<(), TestCaseError> {
     }
     COVERAGE.recent_cut.fetch_add(distinct.values().filter(|s| s.len() > 20).count() as u64, Relaxed);
     let input = render(&lines);
-    let cfg = rcfg.pipeline_config();
+    let mut cfg = rcfg.pipeline_config();
     let catalog = Arc::new(rcfg.pipeline_catalog());
     let mut first: Option<Vec<u8>> = None;
     for workers in [1, 3] {
+        // Profiles: every window's documents at its close with 1 worker;
+        // coalesced and flushed mid-run (every 1 ms) with 3. The other
+        // tests run the default (1 s: in these short runs, at the end).
+        cfg.profiles.emit_interval_ms = if workers == 1 { 0 } else { 1 };
         let run = run_pipeline(&cfg, input.clone(), catalog.clone(), workers, c.block_bytes, true);
         let mut errs = diff_dump(&run.dump, &expected, &rcfg);
         // Beyond matching the reference: the state does not depend on the worker count at all.

@@ -6,12 +6,20 @@
 //! user's stored document is the base, and replayed windows it already
 //! contains (end <= its `updated_window`) are not added again; the stored
 //! document is re-sent instead so every sink holds it.
+//!
+//! Documents are coalesced: a closed window only marks its users, and the
+//! latest document of each marked user is built and sent at most every
+//! `emit_every` (and at the end of the input). Live, that is each window's
+//! document a moment after it closes; catching up, where many windows close
+//! per second, a user is built and written once per flush instead of once
+//! per window (Kafka Streams' record cache does the same for KTables).
 
 use std::collections::hash_map::Entry;
 use std::collections::BTreeMap;
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
+use std::time::Duration;
 
 use recflow_schemas::{Action, ActionCounts, CategoryMap, Event, IdMap, ProfileDoc, Str, MINUTE_MS};
 
@@ -29,6 +37,9 @@ pub struct ProfileConfig {
     pub favorite_categories: usize,
     /// Weight per action, index = `Action::index`.
     pub weights: [u32; 12],
+    /// How long a closed window's documents may wait to be coalesced with
+    /// later ones (zero: every window's documents are sent when it closes).
+    pub emit_every: Duration,
 }
 
 impl Default for ProfileConfig {
@@ -38,6 +49,7 @@ impl Default for ProfileConfig {
             recent_items: 20,
             favorite_categories: 3,
             weights: recflow_schemas::ActionWeights::default().to_array(),
+            emit_every: Duration::from_secs(1),
         }
     }
 }
@@ -70,6 +82,17 @@ impl From<&Event> for ProfRec {
             watch_duration: e.watch_duration,
         }
     }
+}
+
+/// An event waiting in its open window: the user is its slot, so the
+/// user's key is not kept per event (half the size of a [`ProfRec`]).
+struct OpenEvent {
+    ts: i64,
+    action: Action,
+    item: Str,
+    category: Str,
+    event_id: Str,
+    watch_duration: Option<f64>,
 }
 
 /// (tenant, user, scenario) of a stored profile.
@@ -144,7 +167,7 @@ impl Agg {
     /// The result does not depend on the order events are added in (recent
     /// items are ranked by (ts, event_id), and an item cut off could never
     /// rank again).
-    fn add(&mut self, r: ProfRec, weights: &[u32; 12], keep: usize) {
+    fn add(&mut self, r: OpenEvent, weights: &[u32; 12], keep: usize) {
         let weight = weights[r.action.index()];
         self.counts[r.action.index()] += 1;
         if r.action.is_watch() {
@@ -160,7 +183,7 @@ impl Agg {
         if r.action != Action::Impression {
             let hour = (r.ts.div_euclid(3_600_000)).rem_euclid(24) as usize;
             self.active_hours[hour] += 1;
-            note_item(&mut self.recent, (r.ts, r.event_id, r.item_id), keep);
+            note_item(&mut self.recent, (r.ts, r.event_id, r.item), keep);
         }
     }
 }
@@ -188,17 +211,20 @@ fn note_item(recent: &mut Vec<(i64, Str, Str)>, entry: (i64, Str, Str), keep: us
 
 /// A user's cumulative profile.
 struct User {
+    key: UserKey,
     total: Agg,
     /// End of the last window in `total` that came from the store (nothing
     /// up to it is added again).
     stored_until: i64,
     /// Whether the store was asked for this user's document yet.
     loaded: bool,
+    /// `updated_window` of the document not sent yet (`i64::MIN`: none waits).
+    unsent: i64,
 }
 
 impl User {
-    fn new(loaded: bool) -> Self {
-        User { total: Agg::default(), stored_until: i64::MIN, loaded }
+    fn new(key: UserKey, loaded: bool) -> Self {
+        User { key, total: Agg::default(), stored_until: i64::MIN, loaded, unsent: i64::MIN }
     }
 }
 
@@ -223,13 +249,17 @@ pub struct ProfileWindows {
     slab: Vec<Box<User>>,
     /// Window end -> the events of that (still open) window with their
     /// user's slot; they are added to the cumulative profiles when it closes.
-    open: BTreeMap<i64, Vec<(usize, ProfRec)>>,
+    open: BTreeMap<i64, Vec<(usize, OpenEvent)>>,
     /// A closed window's list, emptied: the next window reuses its room.
-    spare: Vec<(usize, ProfRec)>,
+    spare: Vec<(usize, OpenEvent)>,
     /// Per slot, the index of its user's last event in the window being
     /// closed (only read for users of that window, so never cleared).
     last: Vec<usize>,
     store: Option<Box<dyn ProfileStore>>,
+    /// Slots of the users whose latest document is not sent yet.
+    unsent: Vec<usize>,
+    /// Close point of the earliest window in `unsent`.
+    unsent_since: Option<Minute>,
 }
 
 impl ProfileWindows {
@@ -244,6 +274,8 @@ impl ProfileWindows {
             spare: Vec::new(),
             last: Vec::new(),
             store: None,
+            unsent: Vec::new(),
+            unsent_since: None,
         }
     }
 
@@ -255,14 +287,17 @@ impl ProfileWindows {
 
     /// Loads the stored profiles of the users of `window` not asked for yet,
     /// in one batch; `self.last` is already set for `window`.
-    fn load_new_users(&mut self, window: &[(usize, ProfRec)]) {
+    fn load_new_users(&mut self, window: &[(usize, OpenEvent)]) {
         let Some(store) = self.store.as_mut() else { return };
         // Each user once: at its last event.
         let keys: Vec<ProfileKey> = window
             .iter()
             .enumerate()
             .filter(|(i, (u, _))| self.last[*u] == *i && !self.slab[*u].loaded)
-            .map(|(_, (_, r))| (r.tenant_id.clone(), r.user_id.clone(), r.scenario_id.clone()))
+            .map(|(_, (u, _))| {
+                let k = &self.slab[*u].key;
+                (k.tenant.clone(), k.user.clone(), k.scenario.clone())
+            })
             .collect();
         if keys.is_empty() {
             return;
@@ -294,16 +329,16 @@ impl ProfileWindows {
 }
 
 /// Builds the document from a cumulative aggregate.
-fn document(k: UserKey, a: &Agg, updated_window: i64, favorites: usize) -> ProfileDoc {
+fn document(k: &UserKey, a: &Agg, updated_window: i64, favorites: usize) -> ProfileDoc {
     let total: u64 = a.category_weights.iter().map(|(_, w)| w).sum();
     // `category_weights` is in name order, as the maps want it.
     let cats: Vec<(Str, u64)> = a.category_weights.iter().filter(|(_, w)| *w > 0).cloned().collect();
     let scores: Vec<(Str, f64)> = cats.iter().map(|(c, w)| (c.clone(), *w as f64 / total as f64)).collect();
     let favorite_categories = top_k_ids(&cats, favorites);
     ProfileDoc {
-        tenant_id: k.tenant,
-        user_id: k.user,
-        scenario_id: k.scenario,
+        tenant_id: k.tenant.clone(),
+        user_id: k.user.clone(),
+        scenario_id: k.scenario.clone(),
         counts: ActionCounts(a.counts),
         watch_count: a.counts[Action::View.index()] + a.counts[Action::Play.index()],
         watch_seconds: a.watch_seconds.get(),
@@ -324,15 +359,17 @@ impl WindowLogic for ProfileWindows {
     type Out = Arc<ProfileDoc>;
 
     fn absorb(&mut self, r: ProfRec, close_at: &mut dyn FnMut(Minute)) {
-        let end = window_start(r.ts, self.cfg.window_ms) + self.cfg.window_ms;
-        let key = UserKey { tenant: r.tenant_id.clone(), user: r.user_id.clone(), scenario: r.scenario_id.clone() };
+        let ProfRec { tenant_id, user_id, scenario_id, item_id, category, ts, action, event_id, watch_duration } = r;
+        let end = window_start(ts, self.cfg.window_ms) + self.cfg.window_ms;
+        let key = UserKey { tenant: tenant_id, user: user_id, scenario: scenario_id };
         let slot = match self.users.entry(key) {
             Entry::Occupied(e) => *e.get(),
             Entry::Vacant(e) => {
-                self.slab.push(Box::new(User::new(self.store.is_none())));
+                self.slab.push(Box::new(User::new(e.key().clone(), self.store.is_none())));
                 *e.insert(self.slab.len() - 1)
             }
         };
+        let r = OpenEvent { ts, action, item: item_id, category, event_id, watch_duration };
         let spare = &mut self.spare;
         self.open
             .entry(end)
@@ -352,30 +389,50 @@ impl WindowLogic for ProfileWindows {
         }
         self.load_new_users(&window);
         let mut merged = 0;
-        for (i, (u, mut r)) in window.drain(..).enumerate() {
+        for (i, (u, r)) in window.drain(..).enumerate() {
             let user = &mut self.slab[u];
-            let last = self.last[u] == i;
-            let key = last.then(|| UserKey {
-                tenant: std::mem::take(&mut r.tenant_id),
-                user: std::mem::take(&mut r.user_id),
-                scenario: std::mem::take(&mut r.scenario_id),
-            });
             // A replayed window the stored profile already contains adds
             // nothing, and re-sends the stored document.
             let replayed = end <= user.stored_until;
             if !replayed {
                 user.total.add(r, &self.cfg.weights, self.cfg.recent_items);
             }
-            if let Some(key) = key {
+            if self.last[u] == i {
                 let updated = if replayed { user.stored_until } else { end };
                 merged += u64::from(!replayed);
-                out.push(Arc::new(document(key, &user.total, updated, self.cfg.favorite_categories)));
+                if self.cfg.emit_every.is_zero() {
+                    // Built now, while the user is still in cache.
+                    out.push(Arc::new(document(&user.key, &user.total, updated, self.cfg.favorite_categories)));
+                } else {
+                    if user.unsent == i64::MIN {
+                        self.unsent.push(u);
+                    }
+                    user.unsent = updated;
+                    self.unsent_since.get_or_insert(close);
+                }
             }
         }
         self.counters.profile_windows.fetch_add(merged, Relaxed);
         if window.capacity() > self.spare.capacity() {
             self.spare = window;
         }
+    }
+
+    fn deferred(&self) -> Option<Minute> {
+        self.unsent_since
+    }
+
+    fn flush_deferred(&mut self, out: &mut Vec<Arc<ProfileDoc>>) {
+        self.unsent_since = None;
+        for u in self.unsent.drain(..) {
+            let user = &mut self.slab[u];
+            out.push(Arc::new(document(&user.key, &user.total, user.unsent, self.cfg.favorite_categories)));
+            user.unsent = i64::MIN;
+        }
+    }
+
+    fn defer_for(&self) -> Duration {
+        self.cfg.emit_every
     }
 }
 
@@ -397,8 +454,13 @@ mod tests {
         }
     }
 
+    /// Every window's documents sent when it closes.
+    fn per_window() -> ProfileConfig {
+        ProfileConfig { emit_every: Duration::ZERO, ..ProfileConfig::default() }
+    }
+
     fn run(recs: Vec<ProfRec>) -> Vec<Arc<ProfileDoc>> {
-        let mut p = ProfileWindows::new(ProfileConfig::default(), Arc::new(Counters::new(1)));
+        let mut p = ProfileWindows::new(per_window(), Arc::new(Counters::new(1)));
         let mut closes = std::collections::BTreeSet::new();
         for r in recs {
             p.absorb(r, &mut |m| {
@@ -441,7 +503,7 @@ mod tests {
         assert_eq!((w2.updated_window, w3.updated_window), (10 * m, 15 * m));
         // Crash after window 2 was stored; the replay starts inside window 2.
         let replay: Vec<ProfRec> = events.into_iter().filter(|r| r.ts >= 7 * m).collect();
-        let mut p = ProfileWindows::new(ProfileConfig::default(), Arc::new(Counters::new(1)))
+        let mut p = ProfileWindows::new(per_window(), Arc::new(Counters::new(1)))
             .with_store(Box::new(Stored(vec![ProfileDoc::clone(w2)])));
         let mut closes = std::collections::BTreeSet::new();
         for r in replay {
@@ -476,7 +538,7 @@ mod tests {
         base.counts.0[Action::Click.index()] = 5;
         base.category_counts = CategoryMap::from_sorted(vec![("tech".into(), 10)]);
         let asked = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let mut p = ProfileWindows::new(ProfileConfig::default(), Arc::new(Counters::new(1)))
+        let mut p = ProfileWindows::new(per_window(), Arc::new(Counters::new(1)))
             .with_store(Box::new(Counting(vec![base], asked.clone())));
         // Windows ending at 10 and 15 min are both open before either closes;
         // a second user ("v") has nothing stored.
@@ -503,6 +565,51 @@ mod tests {
         asked.sort();
         let key = |u: &str| (Str::from("t"), Str::from(u), Str::from("s"));
         assert_eq!(asked, vec![key("u"), key("v")], "each user asked for once");
+    }
+
+    #[test]
+    fn coalesced_documents_are_each_users_latest_and_held_until_flushed() {
+        let m = 60_000;
+        let mut events = Vec::new();
+        // u: windows ending 5, 10 and 15 min; v: only the first; w: only the second.
+        for (i, (user, t)) in [("u", 1), ("u", 6), ("u", 12), ("v", 2), ("w", 7), ("u", 13)].into_iter().enumerate() {
+            let mut r = rec(&format!("x{i}"), Action::Click, t * m, &format!("e{i}"));
+            r.user_id = user.into();
+            events.push(r);
+        }
+        let every = run(events.clone());
+        assert_eq!(every.len(), 5, "per window: u three times, v and w once");
+        let mut p = ProfileWindows::new(ProfileConfig::default(), Arc::new(Counters::new(1)));
+        assert_eq!(p.defer_for(), Duration::from_secs(1));
+        let mut closes = std::collections::BTreeSet::new();
+        for r in events {
+            p.absorb(r, &mut |c| {
+                closes.insert(c);
+            });
+        }
+        let mut out = Vec::new();
+        let first = *closes.first().unwrap();
+        for c in closes {
+            p.close(c, &mut out);
+        }
+        assert!(out.is_empty(), "closing only marks the users");
+        assert_eq!(p.deferred(), Some(first), "time is kept for the earliest window held back");
+        p.flush_deferred(&mut out);
+        assert_eq!(p.deferred(), None);
+        // The reference: the last per-window document of each user.
+        let mut latest = std::collections::BTreeMap::new();
+        for d in &every {
+            latest.insert(d.user_id.clone(), d.clone());
+        }
+        let mut got: Vec<_> = out.iter().map(|d| (d.user_id.clone(), d.clone())).collect();
+        got.sort_by(|a, b| a.0.cmp(&b.0));
+        assert_eq!(got, latest.into_iter().collect::<Vec<_>>());
+        assert_eq!(got[0].1.counts["click"], 4, "u's document holds all four windows' clicks");
+        assert_eq!(got[0].1.updated_window, 15 * m);
+        // Nothing is sent twice: a second flush without new windows is empty.
+        out.clear();
+        p.flush_deferred(&mut out);
+        assert!(out.is_empty());
     }
 
     #[test]

@@ -37,7 +37,9 @@ pub trait WindowLogic: 'static {
     fn deferred(&self) -> Option<Minute> {
         None
     }
-    /// Pushes every held-back result.
+    /// Pushes held-back results: all, or a part when they are many (then
+    /// [`WindowLogic::deferred`] still answers and the operator comes back
+    /// for the rest at once, after the sinks took this part).
     fn flush_deferred(&mut self, _out: &mut Vec<Self::Out>) {}
     /// How long held-back results may wait, at most (from the last flush).
     fn defer_for(&self) -> Duration {
@@ -65,6 +67,8 @@ where
         let mut pending: BTreeSet<Minute> = BTreeSet::new();
         let mut out: Vec<L::Out> = Vec::new();
         let mut flushed_at = Instant::now();
+        // A flush handed out only part of the held-back results.
+        let mut flushing = false;
         move |(input, frontier), output| {
             input.for_each_stamp(|cap, data| {
                 if let Some(t) = cap.least().copied() {
@@ -99,10 +103,14 @@ where
             }
             if let Some(d) = logic.deferred() {
                 let wait = logic.defer_for().saturating_sub(flushed_at.elapsed());
-                if wait.is_zero() || frontier.is_empty() {
+                if wait.is_zero() || frontier.is_empty() || flushing {
                     flushed_at = Instant::now();
                     logic.flush_deferred(&mut out);
                     send(d, &mut out);
+                    flushing = logic.deferred().is_some();
+                    if flushing {
+                        activator.activate();
+                    }
                 } else {
                     activator.activate_after(wait);
                 }
@@ -159,9 +167,12 @@ mod tests {
         fn deferred(&self) -> Option<Minute> {
             self.since
         }
+        /// One result per call: the operator must come back for the rest.
         fn flush_deferred(&mut self, out: &mut Vec<(char, Minute)>) {
-            self.since = None;
-            out.extend(std::mem::take(&mut self.unsent));
+            out.extend(self.unsent.pop_first());
+            if self.unsent.is_empty() {
+                self.since = None;
+            }
         }
         fn defer_for(&self) -> Duration {
             Duration::from_millis(300)

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use recflow_integration_tests::cli::free_port;
 use recflow_integration_tests::scenario::{
-    assert_clickhouse, assert_raw_log_exactly_once, assert_state_equals_embedded, embedded_dump, events_seen, produce,
+    assert_clickhouse, assert_raw_log_exactly_once, assert_state_equals_embedded, embedded_dump, events_seen,
     run_command, series, setup_seeded, wait_for_events, Setup,
 };
 use recflow_integration_tests::service;
@@ -25,6 +25,10 @@ static LOCK: Mutex<()> = Mutex::new(());
 const EVENTS: u64 = 50_000;
 /// Events consumed before the fault is injected.
 const FAULT_AFTER: f64 = 5_000.0;
+/// Events produced before the fault; the rest only once it is in place, so
+/// the run is still consuming while the backend is away (stopping one can
+/// take seconds, and a fast run had read the whole input by then).
+const BEFORE_FAULT: usize = 10_000;
 /// ClickHouse rows per batch (the sink's default).
 const BATCH_ROWS: u64 = 1000;
 const WORKERS: u64 = 2;
@@ -61,17 +65,27 @@ fn finish(s: &Setup, mut child: Child) -> Value {
     serde_json::from_slice(&std::fs::read(s.dir.join("stats.json")).unwrap()).unwrap()
 }
 
-/// One run with `fault` injected once `FAULT_AFTER` events are in; the run's stats.
-fn run_with_fault(s: &Setup, fault: impl FnOnce(&str)) -> Value {
+/// Produces `take` lines of the events file from line `skip` to the per-tenant topics.
+fn produce_lines(s: &Setup, skip: usize, take: usize) -> u64 {
+    let text = std::fs::read_to_string(&s.events).unwrap();
+    let part: String = text.lines().skip(skip).take(take).map(|l| format!("{l}\n")).collect();
+    recflow_sources::kafka_admin::produce_jsonl(&s.brokers, part.as_bytes(), 3).unwrap().produced
+}
+
+/// One run with the fault `inject`ed once `FAULT_AFTER` events are in, the
+/// rest of the input produced after it, then `observe`d; the run's stats.
+fn run_with_fault(s: &Setup, inject: impl FnOnce(), observe: impl FnOnce(&str)) -> Value {
     let embedded = embedded_dump(s);
-    assert_eq!(produce(s), EVENTS);
+    assert_eq!(produce_lines(s, 0, BEFORE_FAULT), BEFORE_FAULT as u64);
     let addr = format!("127.0.0.1:{}", free_port());
     let child = spawn(s, &addr);
     let started = Instant::now();
     let at = wait_for_events(&addr, &s.prefix, FAULT_AFTER);
     eprintln!("fault injected after {at} events ({:.1}s)", started.elapsed().as_secs_f64());
     assert!(at < (EVENTS - 2 * WORKERS * BATCH_ROWS) as f64, "the run was nearly done before the fault");
-    fault(&addr);
+    inject();
+    assert_eq!(produce_lines(s, BEFORE_FAULT, usize::MAX), EVENTS - BEFORE_FAULT as u64);
+    observe(&addr);
     let stats = finish(s, child);
     eprintln!("run: {} events in {:.1}s", stats["events"], started.elapsed().as_secs_f64());
     assert_eq!(stats["events"], EVENTS, "every produced event consumed exactly once");
@@ -85,9 +99,9 @@ fn run_with_fault(s: &Setup, fault: impl FnOnce(&str)) -> Value {
 fn stop_and_restart(service: &str) {
     let _g = LOCK.lock().unwrap_or_else(|p| p.into_inner());
     let s = scenario();
-    run_with_fault(&s, |addr| {
+    let down = || script("pause.sh", &["--down", service]);
+    run_with_fault(&s, down, |addr| {
         let t = Instant::now();
-        script("pause.sh", &["--down", service]);
         // Down for 10 s, and on until the pipeline is seen blocked on it (consumption flat
         // for 3 s): an outage while no write happens to be due would test nothing.
         let mut timeline: Vec<(u64, f64)> = Vec::new();
@@ -126,8 +140,8 @@ fn clickhouse_frozen_for_20s_pauses_consumption_with_bounded_memory() {
     let _g = LOCK.lock().unwrap_or_else(|p| p.into_inner());
     let s = scenario();
     let mut growth = None;
-    let stats = run_with_fault(&s, |addr| {
-        script("pause.sh", &["clickhouse"]);
+    let freeze = || script("pause.sh", &["clickhouse"]);
+    let stats = run_with_fault(&s, freeze, |addr| {
         let t = Instant::now();
         let mut timeline = Vec::new();
         while t.elapsed() < Duration::from_secs(20) {

@@ -150,6 +150,13 @@ pub fn produce(s: &Setup) -> u64 {
     stats.produced
 }
 
+/// Produces `take` lines of the file from line `skip` on, as [`produce`] does.
+pub fn produce_lines(s: &Setup, skip: usize, take: usize) -> u64 {
+    let text = std::fs::read_to_string(&s.events).unwrap();
+    let part: String = text.lines().skip(skip).take(take).map(|l| format!("{l}\n")).collect();
+    recflow_sources::kafka_admin::produce_jsonl(&s.brokers, part.as_bytes(), 3).unwrap().produced
+}
+
 pub fn assert_state_equals_embedded(s: &Setup, embedded: &Value) {
     let want = ours(embedded, &s.prefix);
     let got = ours(&recflow_sinks::redis::dump(&service("REDIS_URL")).unwrap(), &s.prefix);

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use recflow_integration_tests::cli::free_port;
 use recflow_integration_tests::scenario::{
     assert_clickhouse, assert_raw_log_exactly_once, assert_state_equals_embedded, embedded_dump, events_seen,
-    run_command, series, setup_seeded, wait_for_events, Setup,
+    produce_lines, run_command, series, setup_seeded, wait_for_events, Setup,
 };
 use recflow_integration_tests::service;
 use serde_json::Value;
@@ -63,13 +63,6 @@ fn finish(s: &Setup, mut child: Child) -> Value {
     let status = child.wait().unwrap();
     assert!(status.success(), "recflow run failed: {status}");
     serde_json::from_slice(&std::fs::read(s.dir.join("stats.json")).unwrap()).unwrap()
-}
-
-/// Produces `take` lines of the events file from line `skip` to the per-tenant topics.
-fn produce_lines(s: &Setup, skip: usize, take: usize) -> u64 {
-    let text = std::fs::read_to_string(&s.events).unwrap();
-    let part: String = text.lines().skip(skip).take(take).map(|l| format!("{l}\n")).collect();
-    recflow_sources::kafka_admin::produce_jsonl(&s.brokers, part.as_bytes(), 3).unwrap().produced
 }
 
 /// One run with the fault `inject`ed once `FAULT_AFTER` events are in, the

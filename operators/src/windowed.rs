@@ -69,6 +69,8 @@ where
         let mut flushed_at = Instant::now();
         // A flush handed out only part of the held-back results.
         let mut flushing = false;
+        // The pending wake-up: one timer at a time, not one per activation.
+        let mut wake_at: Option<Instant> = None;
         move |(input, frontier), output| {
             input.for_each_stamp(|cap, data| {
                 if let Some(t) = cap.least().copied() {
@@ -111,8 +113,9 @@ where
                     if flushing {
                         activator.activate();
                     }
-                } else {
+                } else if wake_at.is_none_or(|w| w <= Instant::now()) {
                     activator.activate_after(wait);
+                    wake_at = Some(Instant::now() + wait);
                 }
             }
             // Keep time for the earliest pending close and held-back result.

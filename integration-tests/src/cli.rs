@@ -14,7 +14,8 @@ pub fn recflow_bin() -> PathBuf {
         // The test executable lives in target/<profile>/deps/.
         let exe = std::env::current_exe().expect("test executable path");
         let profile_dir = exe.parent().and_then(|d| d.parent()).expect("target/<profile>").to_path_buf();
-        let release = profile_dir.file_name().is_some_and(|n| n == "release");
+        // Cargo names the dev profile's directory `debug`; every other profile's is its name.
+        let profile = profile_dir.file_name().map(|n| n.to_string_lossy().into_owned());
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let mut cmd = Command::new(cargo);
         cmd.args(["build", "--quiet", "-p", "recflow", "--bin", "recflow"]);
@@ -31,8 +32,8 @@ pub fn recflow_bin() -> PathBuf {
                 cmd.env_remove(k.as_ref());
             }
         }
-        if release {
-            cmd.arg("--release");
+        if let Some(p) = profile.filter(|p| p != "debug") {
+            cmd.args(["--profile", &p]);
         }
         let status = cmd.status().expect("cargo runs");
         assert!(status.success(), "building the recflow binary failed");

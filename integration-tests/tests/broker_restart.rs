@@ -1,10 +1,12 @@
-//! The Kafka broker restarts mid-run: the persistent tansu build (SQLite
-//! storage, survives a restart) on a private port is stopped for a few
-//! seconds while the pipeline consumes, then started again on the same data.
-//! After the drain every sink holds exactly what the uninterrupted run
-//! computes. `TANSU_PERSISTENT_BIN` names the binary (default: the one
-//! `integration-tests/services/install-tansu-persistent.sh` installs).
+//! The Kafka broker restarts mid-run: a tansu broker on a private port,
+//! keeping its data in an S3-protocol object store (moto's server, also on
+//! 127.0.0.1), is stopped for a few seconds while the pipeline consumes, then
+//! started again on the same data. After the drain every sink holds exactly
+//! what the uninterrupted run computes. `RECFLOW_TANSU_BIN` and
+//! `RECFLOW_S3_SERVER_BIN` name the binaries (`integration-tests/services/env.sh`
+//! prints both; `install.sh` installs them).
 
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -15,37 +17,90 @@ use recflow_integration_tests::scenario::{
     run_command, setup_seeded, wait_for_events,
 };
 
-fn tansu_persistent() -> PathBuf {
-    let bin = std::env::var("TANSU_PERSISTENT_BIN").map(PathBuf::from).unwrap_or_else(|_| {
-        PathBuf::from(std::env::var("HOME").unwrap_or_else(|_| "/root".into())).join(".cargo/bin/tansu")
-    });
+/// The bucket holding the broker's topics, offsets and group state.
+const BUCKET: &str = "tansu";
+
+fn binary(var: &str) -> PathBuf {
+    let bin = std::env::var(var).map(PathBuf::from).unwrap_or_default();
     assert!(
-        bin.exists(),
-        "{} missing: run `bash integration-tests/services/install-tansu-persistent.sh` (test.sh does)",
+        bin.is_file(),
+        "{var}={} is not a file: run `bash integration-tests/services/install.sh` and \
+         `eval \"$(bash integration-tests/services/env.sh)\"` (test.sh does)",
         bin.display()
     );
     bin
 }
 
-/// One tansu process on `port`, its SQLite database in `dir`.
-fn start_broker(dir: &Path, port: u16) -> Child {
+fn wait_listening(port: u16, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "{what} did not listen on {port}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn log_file(dir: &Path, name: &str) -> std::fs::File {
+    std::fs::OpenOptions::new().create(true).append(true).open(dir.join(name)).unwrap()
+}
+
+/// The object store, killed when dropped (it outlives the broker's restart).
+struct ObjectStore {
+    child: Child,
+    port: u16,
+}
+
+impl ObjectStore {
+    /// moto's S3 server on a free port, holding one empty bucket.
+    fn start(dir: &Path) -> ObjectStore {
+        let port = free_port();
+        let log = log_file(dir, "s3.log");
+        let child = Command::new(binary("RECFLOW_S3_SERVER_BIN"))
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("moto_server starts");
+        let store = ObjectStore { child, port };
+        wait_listening(port, "moto_server");
+        // CreateBucket is a bare PUT on the bucket's path (the server checks no signature).
+        let mut conn = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        write!(conn, "PUT /{BUCKET} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        let mut reply = String::new();
+        conn.read_to_string(&mut reply).unwrap();
+        assert!(reply.starts_with("HTTP/1.1 200"), "creating the bucket: {reply}");
+        store
+    }
+}
+
+impl Drop for ObjectStore {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One tansu process on `port`, its data in `store`'s bucket.
+fn start_broker(dir: &Path, port: u16, store: &ObjectStore) -> Child {
     let url = format!("tcp://127.0.0.1:{port}");
-    let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("tansu.log")).unwrap();
-    let child = Command::new(tansu_persistent())
+    let log = log_file(dir, "tansu.log");
+    let child = Command::new(binary("RECFLOW_TANSU_BIN"))
         .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
-        // A relative sqlite path: tansu 0.6 rejects absolute ones.
-        .args(["--storage-engine", "sqlite://tansu.db"])
+        .args(["--storage-engine", &format!("s3://{BUCKET}/")])
+        // object_store's S3 client reads these; moto accepts any credentials.
+        .env("AWS_ENDPOINT", format!("http://127.0.0.1:{}", store.port))
+        .env("AWS_ALLOW_HTTP", "true")
+        .env("AWS_ACCESS_KEY_ID", "recflow")
+        .env("AWS_SECRET_ACCESS_KEY", "recflow")
+        .env("AWS_DEFAULT_REGION", "us-east-1")
         .current_dir(dir)
         .stdin(Stdio::null())
         .stdout(log.try_clone().unwrap())
         .stderr(log)
         .spawn()
         .expect("tansu starts");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "tansu did not listen on {port}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_listening(port, "tansu");
     child
 }
 
@@ -67,12 +122,12 @@ fn broker_restart_mid_run_loses_and_duplicates_nothing() {
     let dir = std::env::temp_dir().join(format!("recflow-tansu-{port}"));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    let broker = start_broker(&dir, port);
+    let store = ObjectStore::start(&dir);
+    let broker = start_broker(&dir, port, &store);
     let s = setup_seeded(EVENTS, 17, &format!("127.0.0.1:{port}"));
     let embedded = embedded_dump(&s);
     assert_eq!(produce(&s), EVENTS);
-    // Like an operator: the output topics exist before the run (this broker, unlike the
-    // test services' one, does not create topics on first produce).
+    // Like an operator: the output topics exist before the run.
     let init = Command::new(recflow_bin()).arg("init").arg("--config").arg(&s.config).status().unwrap();
     assert!(init.success(), "recflow init failed");
 
@@ -93,7 +148,7 @@ fn broker_restart_mid_run_loses_and_duplicates_nothing() {
     stop(broker);
     std::thread::sleep(Duration::from_secs(5));
     let consumed_while_down = events_seen(&addr, &s.prefix).unwrap_or(f64::NAN);
-    let broker = start_broker(&dir, port);
+    let broker = start_broker(&dir, port, &store);
     eprintln!(
         "broker stopped after {at} events ({:.1}s), down 5 s; {consumed_while_down} consumed by its restart; log {}",
         t.elapsed().as_secs_f64(),
@@ -110,5 +165,6 @@ fn broker_restart_mid_run_loses_and_duplicates_nothing() {
     // run's members continued where they stopped.
     assert_eq!(stats["events"], EVENTS, "every produced event read once");
     stop(broker);
+    drop(store);
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -65,8 +65,11 @@ impl ObjectStore {
         wait_listening(port, "moto_server");
         // CreateBucket is a bare PUT on the bucket's path (the server checks no signature).
         let mut conn = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-        write!(conn, "PUT /{BUCKET} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
-            .unwrap();
+        write!(
+            conn,
+            "PUT /{BUCKET} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
         let mut reply = String::new();
         conn.read_to_string(&mut reply).unwrap();
         assert!(reply.starts_with("HTTP/1.1 200"), "creating the bucket: {reply}");

@@ -84,6 +84,9 @@ pub struct PipelineConfig {
     pub read_block_bytes: usize,
     /// Seconds between progress lines on stderr (0 = off).
     pub progress_interval_secs: u64,
+    /// On SIGTERM, how long the sinks may write what is in flight; what is
+    /// left after it is not acknowledged and is replayed by the next start.
+    pub stop_timeout_secs: f64,
 }
 
 impl Default for PipelineConfig {
@@ -95,6 +98,7 @@ impl Default for PipelineConfig {
             max_event_bytes: 64 * 1024,
             read_block_bytes: 256 * 1024,
             progress_interval_secs: 1,
+            stop_timeout_secs: 15.0,
         }
     }
 }
@@ -175,6 +179,10 @@ impl Config {
         }
         if self.pipeline.workers == 0 {
             bail!("pipeline.workers must be at least 1");
+        }
+        let stop = self.pipeline.stop_timeout_secs;
+        if std::time::Duration::try_from_secs_f64(stop).is_err() {
+            bail!("pipeline.stop_timeout_secs must be a number of seconds >= 0, got {stop}");
         }
         let ch = &self.clickhouse;
         if ch.batch_rows == 0 || ch.batch_max_age_secs.is_nan() || ch.batch_max_age_secs <= 0.0 {

@@ -91,6 +91,8 @@ pub struct SinkContext {
     pub checkpoint: Duration,
     /// Set on SIGTERM/SIGINT: flush now, then the worker leaves.
     pub shutdown: Arc<AtomicBool>,
+    /// How long after `shutdown` the sinks may keep writing what is in flight.
+    pub stop_timeout: Duration,
     /// Set by the sink operator once it flushed after `shutdown`.
     pub flushed: Arc<AtomicBool>,
 }
@@ -121,6 +123,12 @@ fn sink_all<'s>(
     }
     let mut flushed = false;
     let mut last_checkpoint = Instant::now();
+    // Set at the first activation after `shutdown`; past `stop_timeout` the
+    // rest of the input is dropped unwritten and never acknowledged, so the
+    // stop ends in bounded time however far the sinks are behind the source
+    // and the next start replays what was dropped.
+    let mut stop_started: Option<Instant> = None;
+    let mut dropped = 0usize;
     builder.build(move |caps| {
         let mut held: Option<Capability<Minute>> = caps.into_iter().next();
         move |frontiers| {
@@ -146,13 +154,32 @@ fn sink_all<'s>(
                     ctx.errors.lock().unwrap_or_else(|p| p.into_inner()).push(format!("{}: {e}", s.name()));
                 }
             };
+            if ctx.shutdown.load(Acquire) {
+                stop_started.get_or_insert_with(Instant::now);
+            }
+            let overdue = || stop_started.is_some_and(|t| t.elapsed() >= ctx.stop_timeout);
             let mut got = false;
             input.for_each(|_cap, data| {
                 got = true;
+                if dropped > 0 || overdue() {
+                    dropped += data.len();
+                    return;
+                }
                 for i in 0..sinks.len() {
                     call(i, &mut sinks, &mut failed, Some(data));
                 }
             });
+            if dropped > 0 {
+                // Nothing past the last acknowledgement may be acknowledged now.
+                if !ctx.flushed.swap(true, Release) {
+                    tracing::warn!(
+                        outputs = dropped,
+                        timeout_secs = ctx.stop_timeout.as_secs_f64(),
+                        "stop timeout: outputs still in flight are left to the replay of the next start"
+                    );
+                }
+                return;
+            }
             let frontier = frontiers[0].frontier().first().copied();
             if frontier.is_none() {
                 if !flushed {
@@ -166,7 +193,7 @@ fn sink_all<'s>(
                 }
                 return;
             }
-            let stopping = ctx.shutdown.load(Acquire);
+            let stopping = stop_started.is_some();
             if last_checkpoint.elapsed() >= ctx.checkpoint || (stopping && !ctx.flushed.load(Acquire)) {
                 // Everything before `frontier` was received above; flushed, it is acknowledged.
                 last_checkpoint = Instant::now();
@@ -190,4 +217,112 @@ fn sink_all<'s>(
         }
     });
     acked
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+
+    use timely::dataflow::InputHandle;
+
+    use super::*;
+
+    /// Counts the outputs it was given and its flushes; each write takes `delay`.
+    struct Slow {
+        written: Arc<AtomicUsize>,
+        flushes: Arc<AtomicUsize>,
+        delay: Duration,
+    }
+
+    impl Sink for Slow {
+        fn name(&self) -> &'static str {
+            "slow"
+        }
+        fn write(&mut self, batch: &[Output]) -> Result<(), recflow_sinks::SinkError> {
+            if !batch.is_empty() {
+                std::thread::sleep(self.delay);
+            }
+            self.written.fetch_add(batch.len(), SeqCst);
+            Ok(())
+        }
+        fn flush(&mut self) -> Result<(), recflow_sinks::SinkError> {
+            self.flushes.fetch_add(1, SeqCst);
+            Ok(())
+        }
+    }
+
+    fn hot(window_end: i64) -> Output {
+        let (tenant_id, scenario_id) = ("t".into(), "s".into());
+        Output::Hot(HotList { tenant_id, scenario_id, category: None, window_end, entries: vec![] })
+    }
+
+    /// Outputs of minutes 0..3 acknowledged at checkpoints; on the stop, ten
+    /// batches of minute 3 each take 20 ms against a 50 ms stop timeout.
+    /// Returns (outputs written, acknowledged frontier after the stop).
+    fn stop_with_slow_sink(stop_timeout: Duration) -> (usize, Option<Minute>) {
+        let written = Arc::new(AtomicUsize::new(0));
+        let shutdown = Arc::new(AtomicBool::new(false));
+        let flushed = Arc::new(AtomicBool::new(false));
+        let ctx = SinkContext {
+            errors: Arc::default(),
+            metrics: None,
+            tick: Duration::from_millis(1),
+            checkpoint: Duration::ZERO,
+            shutdown: shutdown.clone(),
+            stop_timeout,
+            flushed: flushed.clone(),
+        };
+        let sink = Slow { written: written.clone(), flushes: Arc::default(), delay: Duration::from_millis(20) };
+        let acked = timely::execute_directly(move |worker| {
+            let mut input = InputHandle::new();
+            let probe = ProbeHandle::new();
+            worker.dataflow::<Minute, _, _>(|scope| {
+                let stream = input.to_stream(scope).container::<Vec<Output>>();
+                sink_all(stream, vec![Box::new(sink)], ctx).probe_with(&probe);
+            });
+            for minute in 0..3 {
+                input.send(hot(minute as i64));
+                input.advance_to(minute + 1);
+            }
+            // Every activation is a checkpoint here: minutes 0..3 get acknowledged.
+            while probe.less_than(&3) {
+                worker.step();
+            }
+            for _ in 0..10 {
+                input.send(hot(3));
+                // One batch per send: the operator sees ten separate batches.
+                input.flush();
+            }
+            input.advance_to(4);
+            shutdown.store(true, SeqCst);
+            while !flushed.load(SeqCst) {
+                worker.step();
+            }
+            for _ in 0..20 {
+                worker.step();
+            }
+            let acked = probe.with_frontier(|f| f.first().copied());
+            // As a stopping worker does (commands/run.rs): leave, windows open.
+            for id in worker.installed_dataflows() {
+                worker.drop_dataflow(id);
+            }
+            acked
+        });
+        (written.load(SeqCst), acked)
+    }
+
+    #[test]
+    fn a_stop_within_its_timeout_writes_and_acknowledges_everything_in_flight() {
+        let (written, acked) = stop_with_slow_sink(Duration::from_secs(60));
+        assert_eq!(written, 13);
+        assert_eq!(acked, Some(4), "the stop's flush acknowledges minute 3");
+    }
+
+    #[test]
+    fn past_the_stop_timeout_the_rest_is_dropped_and_never_acknowledged() {
+        let (written, acked) = stop_with_slow_sink(Duration::from_millis(50));
+        // 3 before the stop, then writes of 20 ms each until 50 ms have passed.
+        assert!((3 + 1..3 + 10).contains(&written), "written {written}: some, not all, of minute 3");
+        assert_eq!(acked, Some(3), "nothing of minute 3 is acknowledged");
+    }
 }

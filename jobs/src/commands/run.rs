@@ -165,6 +165,7 @@ where
             tick: Duration::from_millis(500),
             checkpoint: Duration::from_millis(cfg.kafka.commit_interval_ms.max(1)),
             shutdown: shutdown.clone(),
+            stop_timeout: Duration::from_secs_f64(cfg.pipeline.stop_timeout_secs),
             flushed: flushed.clone(),
         };
         let (source, sinks, profiles) = (io.source, io.sinks, io.profiles);

@@ -87,6 +87,9 @@ pub struct PipelineConfig {
     /// On SIGTERM, how long the sinks may write what is in flight; what is
     /// left after it is not acknowledged and is replayed by the next start.
     pub stop_timeout_secs: f64,
+    /// Backpressure: events read but not yet taken by the sinks, per process,
+    /// beyond which the source waits (0 = no bound).
+    pub max_in_flight_events: usize,
 }
 
 impl Default for PipelineConfig {
@@ -99,6 +102,7 @@ impl Default for PipelineConfig {
             read_block_bytes: 256 * 1024,
             progress_interval_secs: 1,
             stop_timeout_secs: 15.0,
+            max_in_flight_events: 20_000,
         }
     }
 }

@@ -1,8 +1,8 @@
 //! The dataflow: sources -> ingest -> the four jobs -> sinks, one instance
 //! per timely worker, records exchanged between workers by key.
 
-use std::sync::atomic::AtomicBool;
-use std::sync::atomic::Ordering::{Acquire, Release};
+use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
+use std::sync::atomic::{AtomicBool, AtomicUsize};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -95,6 +95,8 @@ pub struct SinkContext {
     pub stop_timeout: Duration,
     /// Set by the sink operator once it flushed after `shutdown`.
     pub flushed: Arc<AtomicBool>,
+    /// Raw-log rows and dead letters ingested and not yet taken here (`IngestConfig::in_flight`).
+    pub in_flight: Arc<AtomicUsize>,
 }
 
 /// Hands every output batch to each sink, ticks idle sinks so age-based
@@ -161,13 +163,15 @@ fn sink_all<'s>(
             let mut got = false;
             input.for_each(|_cap, data| {
                 got = true;
+                let logged = data.iter().filter(|o| matches!(o, Output::Raw(_) | Output::Dead(_))).count();
                 if dropped > 0 || overdue() {
                     dropped += data.len();
-                    return;
+                } else {
+                    for i in 0..sinks.len() {
+                        call(i, &mut sinks, &mut failed, Some(data));
+                    }
                 }
-                for i in 0..sinks.len() {
-                    call(i, &mut sinks, &mut failed, Some(data));
-                }
+                ctx.in_flight.fetch_sub(logged, Relaxed);
             });
             if dropped > 0 {
                 // Nothing past the last acknowledgement may be acknowledged now.
@@ -221,7 +225,7 @@ fn sink_all<'s>(
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+    use std::sync::atomic::Ordering::SeqCst;
 
     use timely::dataflow::InputHandle;
 
@@ -251,6 +255,30 @@ mod tests {
         }
     }
 
+    /// A checkpoint at every activation, ticks every millisecond.
+    fn test_ctx(stop_timeout: Duration) -> SinkContext {
+        SinkContext {
+            errors: Arc::default(),
+            metrics: None,
+            tick: Duration::from_millis(1),
+            checkpoint: Duration::ZERO,
+            shutdown: Arc::default(),
+            stop_timeout,
+            flushed: Arc::default(),
+            in_flight: Arc::default(),
+        }
+    }
+
+    fn dead(line: u64) -> Output {
+        Output::Dead(Box::new(recflow_schemas::DeadLetter {
+            reason: "bad_json".into(),
+            field: None,
+            detail: String::new(),
+            source: recflow_schemas::SourcePos::File { path: "mem".into(), line },
+            payload: "{".into(),
+        }))
+    }
+
     fn hot(window_end: i64) -> Output {
         let (tenant_id, scenario_id) = ("t".into(), "s".into());
         Output::Hot(HotList { tenant_id, scenario_id, category: None, window_end, entries: vec![] })
@@ -261,17 +289,8 @@ mod tests {
     /// Returns (outputs written, acknowledged frontier after the stop).
     fn stop_with_slow_sink(stop_timeout: Duration) -> (usize, Option<Minute>) {
         let written = Arc::new(AtomicUsize::new(0));
-        let shutdown = Arc::new(AtomicBool::new(false));
-        let flushed = Arc::new(AtomicBool::new(false));
-        let ctx = SinkContext {
-            errors: Arc::default(),
-            metrics: None,
-            tick: Duration::from_millis(1),
-            checkpoint: Duration::ZERO,
-            shutdown: shutdown.clone(),
-            stop_timeout,
-            flushed: flushed.clone(),
-        };
+        let ctx = test_ctx(stop_timeout);
+        let (shutdown, flushed) = (ctx.shutdown.clone(), ctx.flushed.clone());
         let sink = Slow { written: written.clone(), flushes: Arc::default(), delay: Duration::from_millis(20) };
         let acked = timely::execute_directly(move |worker| {
             let mut input = InputHandle::new();
@@ -324,5 +343,38 @@ mod tests {
         // 3 before the stop, then writes of 20 ms each until 50 ms have passed.
         assert!((3 + 1..3 + 10).contains(&written), "written {written}: some, not all, of minute 3");
         assert_eq!(acked, Some(3), "nothing of minute 3 is acknowledged");
+    }
+
+    #[test]
+    fn the_sink_operator_takes_the_log_rows_it_receives_off_the_in_flight_count() {
+        let ctx = test_ctx(Duration::from_secs(60));
+        let in_flight = ctx.in_flight.clone();
+        // As ingest counts them: three dead letters; window results are not counted.
+        in_flight.store(3, SeqCst);
+        let sink = Slow { written: Arc::default(), flushes: Arc::default(), delay: Duration::ZERO };
+        let left = timely::execute_directly(move |worker| {
+            let mut input = InputHandle::new();
+            let probe = ProbeHandle::new();
+            worker.dataflow::<Minute, _, _>(|scope| {
+                let stream = input.to_stream(scope).container::<Vec<Output>>();
+                sink_all(stream, vec![Box::new(sink)], ctx).probe_with(&probe);
+            });
+            for o in [dead(1), hot(0), dead(2)] {
+                input.send(o);
+                input.flush();
+            }
+            input.advance_to(1);
+            while probe.less_than(&1) {
+                worker.step();
+            }
+            let after_two = in_flight.load(SeqCst);
+            input.send(dead(3));
+            input.advance_to(2);
+            while probe.less_than(&2) {
+                worker.step();
+            }
+            (after_two, in_flight.load(SeqCst))
+        });
+        assert_eq!(left, (1, 0));
     }
 }

@@ -5,8 +5,8 @@
 //! at the watermark's minute, so downstream frontiers are the watermark.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::AtomicBool;
 use std::sync::atomic::Ordering::{Acquire, Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicUsize};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -42,6 +42,11 @@ pub struct IngestConfig {
     pub release: Release,
     /// Set on SIGTERM/SIGINT: stop reading, keep windows open, commit what the sinks acknowledged.
     pub shutdown: Arc<AtomicBool>,
+    /// Raw-log rows and dead letters handed to the dataflow and not yet taken
+    /// by the sink operator, shared by the process's workers.
+    pub in_flight: Arc<AtomicUsize>,
+    /// The source is not polled while `in_flight` is at least this (0 = no bound).
+    pub max_in_flight: usize,
 }
 
 /// The streams ingest produces.
@@ -55,6 +60,9 @@ pub struct IngestStreams<'s> {
     /// Applied events for the metrics job.
     pub metrics: StreamVec<'s, Minute, MetRec>,
 }
+
+/// How soon a throttled ingest looks at `in_flight` again.
+const THROTTLED_POLL: Duration = Duration::from_millis(1);
 
 /// Per-minute output buffers of one step.
 struct Buffers {
@@ -155,7 +163,11 @@ pub fn ingest<'s>(
             source.sunk_before(frontier, false);
             let mut finished = false;
             let mut progressed = false;
-            for _ in 0..cfg.batches_per_step.max(1) {
+            // Backpressure: sinks slower than the source hold the reading back,
+            // so memory and the work a stop leaves stay bounded.
+            let throttled = cfg.max_in_flight > 0 && cfg.in_flight.load(Relaxed) >= cfg.max_in_flight;
+            let batches = if throttled { 0 } else { cfg.batches_per_step.max(1) };
+            for _ in 0..batches {
                 let batch = match source.poll() {
                     Poll::Ready(b) => {
                         progressed = true;
@@ -251,6 +263,7 @@ pub fn ingest<'s>(
                     (log_out.activate(), hot_out.activate(), prof_out.activate(), met_out.activate());
                 for (minute, mut b) in std::mem::take(&mut by_minute) {
                     if !b.log.is_empty() {
+                        cfg.in_flight.fetch_add(b.log.len(), Relaxed);
                         l.give(&caps[0].delayed(&minute), &mut b.log);
                     }
                     if !b.hot.is_empty() {
@@ -278,7 +291,9 @@ pub fn ingest<'s>(
                     c.downgrade(&t);
                 }
             }
-            if progressed || cfg.idle_poll.is_zero() {
+            if throttled {
+                activator.activate_after(THROTTLED_POLL);
+            } else if progressed || cfg.idle_poll.is_zero() {
                 activator.activate();
             } else {
                 activator.activate_after(cfg.idle_poll);
@@ -332,6 +347,8 @@ mod tests {
             idle_poll: Duration::ZERO,
             release: Release { hot_window_ms: 3_600_000, hot_slide_ms: 900_000, profile_window_ms: 300_000 },
             shutdown: Arc::new(AtomicBool::new(false)),
+            in_flight: Arc::default(),
+            max_in_flight: 0,
         }
     }
 
@@ -445,5 +462,46 @@ mod tests {
         assert_eq!(counters.late.load(Relaxed), 1);
         assert_eq!(counters.rejected(Reason::BadJson), 1);
         assert_eq!(counters.events.load(Relaxed), 4);
+    }
+
+    #[test]
+    fn the_source_waits_while_the_sinks_have_max_in_flight_rows_to_take() {
+        // Ten batches of ten events, a bound of 25 rows and nobody taking them:
+        // batches go in until the count reaches the bound (10, 20, 30), then stop.
+        let batches: Vec<Batch> = (0..10)
+            .map(|b| Batch {
+                origin: Origin::File { path: "mem".into() },
+                records: (0..10)
+                    .map(|i| Record { offset: b * 10 + i, parsed: Ok(event(10, &format!("e{b}_{i}"))) })
+                    .collect(),
+                prior_max_ts: i64::MIN,
+            })
+            .collect();
+        let in_flight = Arc::new(AtomicUsize::new(0));
+        let seen = in_flight.clone();
+        let batches = Mutex::new(Some(batches));
+        timely::execute_directly(move |worker| {
+            worker.dataflow::<Minute, _, _>(|scope| {
+                let src = VecSource::new(batches.lock().unwrap().take().unwrap_or_default());
+                let cfg =
+                    IngestConfig { in_flight: in_flight.clone(), max_in_flight: 25, ..cfg(Arc::new(Counters::new(1))) };
+                ingest(scope, Box::new(src), cfg, ProbeHandle::new());
+            });
+            let steps = |worker: &mut timely::worker::Worker| {
+                for _ in 0..50 {
+                    worker.step();
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            };
+            steps(worker);
+            assert_eq!(seen.load(Relaxed), 30, "three batches in, then the source waits");
+            // The sinks took 25 of them: 5 left, below the bound, so reading resumes (15, 25).
+            seen.fetch_sub(25, Relaxed);
+            steps(worker);
+            assert_eq!(seen.load(Relaxed), 25);
+            for id in worker.installed_dataflows() {
+                worker.drop_dataflow(id);
+            }
+        });
     }
 }

@@ -62,6 +62,9 @@ fn kafka_to_services_equals_the_embedded_run() {
     assert_eq!(series_sum(&text, "recflow_windows_closed_total", None) as u64, stats.windows_closed);
     assert!(series_sum(&text, "recflow_sink_batch_seconds_count", Some("sink=\"redis\"")) > 0.0);
     assert!(series_sum(&text, "recflow_watermark_ms", None) > 1.7e12);
+    // Backpressure's count: every raw-log row the sources handed in was taken by the sinks.
+    assert!(text.contains("recflow_in_flight_events"));
+    assert_eq!(series_sum(&text, "recflow_in_flight_events", None), 0.0);
     assert!(text.contains("process_resident_memory_bytes"));
     // Lag per partition, reported by librdkafka statistics every 5 s: all 12
     // partitions (4 tenants x 3), and drained at the end.

@@ -1,8 +1,8 @@
 //! The dataflow: sources -> ingest -> the four jobs -> sinks, one instance
 //! per timely worker, records exchanged between workers by key.
 
+use std::sync::atomic::AtomicBool;
 use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
-use std::sync::atomic::{AtomicBool, AtomicUsize};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -65,7 +65,7 @@ pub fn build<'s>(
     // Job 4: metrics, pre-aggregated locally, merged per (tenant, scenario).
     let pre = windowed(streams.metrics, Pipeline, "MetricsPreAgg", MetricsPreAgg::default());
     let by_tenant_scenario = Exchange::new(|p: &MetPartial| key_hash(&[&p.key.tenant_id, &p.key.scenario_id]));
-    let metrics = windowed(pre, by_tenant_scenario, "Metrics", MetricsMerge::new(counters));
+    let metrics = windowed(pre, by_tenant_scenario, "Metrics", MetricsMerge::new(counters.clone()));
 
     // Job 1 (raw log) and the dead letters travel in `streams.log`.
     let outputs = scope.concatenate([
@@ -75,7 +75,7 @@ pub fn build<'s>(
         profiles.map(Output::Profile),
         metrics.map(Output::Metrics),
     ]);
-    sink_all(outputs, sinks, ctx).probe_with(&sunk);
+    sink_all(outputs, sinks, ctx, counters).probe_with(&sunk);
 }
 
 /// What the sink operator shares with the rest of the process.
@@ -95,8 +95,6 @@ pub struct SinkContext {
     pub stop_timeout: Duration,
     /// Set by the sink operator once it flushed after `shutdown`.
     pub flushed: Arc<AtomicBool>,
-    /// Raw-log rows and dead letters ingested and not yet taken here (`IngestConfig::in_flight`).
-    pub in_flight: Arc<AtomicUsize>,
 }
 
 /// Hands every output batch to each sink, ticks idle sinks so age-based
@@ -112,6 +110,7 @@ fn sink_all<'s>(
     stream: StreamVec<'s, Minute, Output>,
     mut sinks: Vec<Box<dyn Sink>>,
     ctx: SinkContext,
+    counters: Arc<Counters>,
 ) -> StreamVec<'s, Minute, ()> {
     let scope = stream.scope();
     let mut builder = OperatorBuilder::new("Sinks".to_owned(), scope);
@@ -171,7 +170,7 @@ fn sink_all<'s>(
                         call(i, &mut sinks, &mut failed, Some(data));
                     }
                 }
-                ctx.in_flight.fetch_sub(logged, Relaxed);
+                counters.in_flight.fetch_sub(logged, Relaxed);
             });
             if dropped > 0 {
                 // Nothing past the last acknowledgement may be acknowledged now.
@@ -225,6 +224,7 @@ fn sink_all<'s>(
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::AtomicUsize;
     use std::sync::atomic::Ordering::SeqCst;
 
     use timely::dataflow::InputHandle;
@@ -265,7 +265,6 @@ mod tests {
             shutdown: Arc::default(),
             stop_timeout,
             flushed: Arc::default(),
-            in_flight: Arc::default(),
         }
     }
 
@@ -297,7 +296,7 @@ mod tests {
             let probe = ProbeHandle::new();
             worker.dataflow::<Minute, _, _>(|scope| {
                 let stream = input.to_stream(scope).container::<Vec<Output>>();
-                sink_all(stream, vec![Box::new(sink)], ctx).probe_with(&probe);
+                sink_all(stream, vec![Box::new(sink)], ctx, Arc::new(Counters::new(1))).probe_with(&probe);
             });
             for minute in 0..3 {
                 input.send(hot(minute as i64));
@@ -348,16 +347,17 @@ mod tests {
     #[test]
     fn the_sink_operator_takes_the_log_rows_it_receives_off_the_in_flight_count() {
         let ctx = test_ctx(Duration::from_secs(60));
-        let in_flight = ctx.in_flight.clone();
+        let counters = Arc::new(Counters::new(1));
+        let c = counters.clone();
         // As ingest counts them: three dead letters; window results are not counted.
-        in_flight.store(3, SeqCst);
+        counters.in_flight.store(3, SeqCst);
         let sink = Slow { written: Arc::default(), flushes: Arc::default(), delay: Duration::ZERO };
         let left = timely::execute_directly(move |worker| {
             let mut input = InputHandle::new();
             let probe = ProbeHandle::new();
             worker.dataflow::<Minute, _, _>(|scope| {
                 let stream = input.to_stream(scope).container::<Vec<Output>>();
-                sink_all(stream, vec![Box::new(sink)], ctx).probe_with(&probe);
+                sink_all(stream, vec![Box::new(sink)], ctx, c).probe_with(&probe);
             });
             for o in [dead(1), hot(0), dead(2)] {
                 input.send(o);
@@ -367,13 +367,13 @@ mod tests {
             while probe.less_than(&1) {
                 worker.step();
             }
-            let after_two = in_flight.load(SeqCst);
+            let after_two = counters.in_flight.load(SeqCst);
             input.send(dead(3));
             input.advance_to(2);
             while probe.less_than(&2) {
                 worker.step();
             }
-            (after_two, in_flight.load(SeqCst))
+            (after_two, counters.in_flight.load(SeqCst))
         });
         assert_eq!(left, (1, 0));
     }

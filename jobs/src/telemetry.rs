@@ -74,12 +74,19 @@ impl PipelineCollector {
             .expect("static metric definition");
         let wm = c.watermark();
         watermark.set(if wm == i64::MIN { 0 } else { wm });
+        let in_flight = IntGauge::new(
+            "recflow_in_flight_events",
+            "Raw-log rows and dead letters read and not yet taken by the sinks (backpressure holds it at pipeline.max_in_flight_events)",
+        )
+        .expect("static metric definition");
+        in_flight.set(c.in_flight.load(Relaxed) as i64);
         let mut out = Vec::new();
         out.extend(events.collect());
         out.extend(invalid.collect());
         out.extend(late.collect());
         out.extend(windows.collect());
         out.extend(watermark.collect());
+        out.extend(in_flight.collect());
         out
     }
 }

@@ -2,7 +2,7 @@
 //! the Prometheus series. Atomics, so workers never block on them.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::Mutex;
 
 use recflow_schemas::{Reason, Str};
@@ -24,6 +24,9 @@ pub struct Counters {
     pub watermarks: Vec<AtomicI64>,
     /// Valid events per tenant (added per batch, not per event).
     pub by_tenant: Mutex<BTreeMap<Str, u64>>,
+    /// Raw-log rows and dead letters ingested and not yet taken by a sink
+    /// operator: what backpressure bounds (`IngestConfig::max_in_flight`).
+    pub in_flight: AtomicUsize,
 }
 
 impl Counters {
@@ -38,6 +41,7 @@ impl Counters {
             metrics_windows: AtomicU64::new(0),
             watermarks: (0..workers.max(1)).map(|_| AtomicI64::new(i64::MIN)).collect(),
             by_tenant: Mutex::new(BTreeMap::new()),
+            in_flight: AtomicUsize::new(0),
         }
     }
 

@@ -5,8 +5,8 @@
 //! at the watermark's minute, so downstream frontiers are the watermark.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::AtomicBool;
 use std::sync::atomic::Ordering::{Acquire, Relaxed};
-use std::sync::atomic::{AtomicBool, AtomicUsize};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -42,10 +42,7 @@ pub struct IngestConfig {
     pub release: Release,
     /// Set on SIGTERM/SIGINT: stop reading, keep windows open, commit what the sinks acknowledged.
     pub shutdown: Arc<AtomicBool>,
-    /// Raw-log rows and dead letters handed to the dataflow and not yet taken
-    /// by the sink operator, shared by the process's workers.
-    pub in_flight: Arc<AtomicUsize>,
-    /// The source is not polled while `in_flight` is at least this (0 = no bound).
+    /// The source is not polled while `counters.in_flight` is at least this (0 = no bound).
     pub max_in_flight: usize,
 }
 
@@ -165,7 +162,7 @@ pub fn ingest<'s>(
             let mut progressed = false;
             // Backpressure: sinks slower than the source hold the reading back,
             // so memory and the work a stop leaves stay bounded.
-            let throttled = cfg.max_in_flight > 0 && cfg.in_flight.load(Relaxed) >= cfg.max_in_flight;
+            let throttled = cfg.max_in_flight > 0 && cfg.counters.in_flight.load(Relaxed) >= cfg.max_in_flight;
             let batches = if throttled { 0 } else { cfg.batches_per_step.max(1) };
             for _ in 0..batches {
                 let batch = match source.poll() {
@@ -263,7 +260,7 @@ pub fn ingest<'s>(
                     (log_out.activate(), hot_out.activate(), prof_out.activate(), met_out.activate());
                 for (minute, mut b) in std::mem::take(&mut by_minute) {
                     if !b.log.is_empty() {
-                        cfg.in_flight.fetch_add(b.log.len(), Relaxed);
+                        cfg.counters.in_flight.fetch_add(b.log.len(), Relaxed);
                         l.give(&caps[0].delayed(&minute), &mut b.log);
                     }
                     if !b.hot.is_empty() {
@@ -347,7 +344,6 @@ mod tests {
             idle_poll: Duration::ZERO,
             release: Release { hot_window_ms: 3_600_000, hot_slide_ms: 900_000, profile_window_ms: 300_000 },
             shutdown: Arc::new(AtomicBool::new(false)),
-            in_flight: Arc::default(),
             max_in_flight: 0,
         }
     }
@@ -477,14 +473,13 @@ mod tests {
                 prior_max_ts: i64::MIN,
             })
             .collect();
-        let in_flight = Arc::new(AtomicUsize::new(0));
-        let seen = in_flight.clone();
+        let counters = Arc::new(Counters::new(1));
+        let c = counters.clone();
         let batches = Mutex::new(Some(batches));
         timely::execute_directly(move |worker| {
             worker.dataflow::<Minute, _, _>(|scope| {
                 let src = VecSource::new(batches.lock().unwrap().take().unwrap_or_default());
-                let cfg =
-                    IngestConfig { in_flight: in_flight.clone(), max_in_flight: 25, ..cfg(Arc::new(Counters::new(1))) };
+                let cfg = IngestConfig { max_in_flight: 25, ..cfg(c.clone()) };
                 ingest(scope, Box::new(src), cfg, ProbeHandle::new());
             });
             let steps = |worker: &mut timely::worker::Worker| {
@@ -494,11 +489,11 @@ mod tests {
                 }
             };
             steps(worker);
-            assert_eq!(seen.load(Relaxed), 30, "three batches in, then the source waits");
+            assert_eq!(counters.in_flight.load(Relaxed), 30, "three batches in, then the source waits");
             // The sinks took 25 of them: 5 left, below the bound, so reading resumes (15, 25).
-            seen.fetch_sub(25, Relaxed);
+            counters.in_flight.fetch_sub(25, Relaxed);
             steps(worker);
-            assert_eq!(seen.load(Relaxed), 25);
+            assert_eq!(counters.in_flight.load(Relaxed), 25);
             for id in worker.installed_dataflows() {
                 worker.drop_dataflow(id);
             }

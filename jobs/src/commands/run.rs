@@ -2,8 +2,8 @@
 //! store or the real services.
 
 use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
 use std::sync::atomic::Ordering::{self, Relaxed};
-use std::sync::atomic::{AtomicBool, AtomicUsize};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -142,8 +142,6 @@ where
     let errors = Arc::new(Mutex::new(Vec::<String>::new()));
     let metrics: Option<SinkMetrics> = telemetry.as_ref().map(|t| t.sinks.clone());
     let shutdown = shutdown_flag()?;
-    // One count for the process: a worker whose sinks keep up still waits for a slow one's.
-    let in_flight = Arc::new(AtomicUsize::new(0));
     let (cfg, shared_errors) = (cfg.clone(), errors.clone());
     if cluster.processes > 1 {
         tracing::info!(process = cluster.process, hosts = ?cluster.hosts, "joining the timely cluster");
@@ -159,7 +157,6 @@ where
             idle_poll,
             release: cfg.release(),
             shutdown: shutdown.clone(),
-            in_flight: in_flight.clone(),
             max_in_flight: cfg.pipeline.max_in_flight_events,
         };
         let flushed = Arc::new(AtomicBool::new(false));
@@ -171,7 +168,6 @@ where
             shutdown: shutdown.clone(),
             stop_timeout: Duration::from_secs_f64(cfg.pipeline.stop_timeout_secs),
             flushed: flushed.clone(),
-            in_flight: in_flight.clone(),
         };
         let (source, sinks, profiles) = (io.source, io.sinks, io.profiles);
         worker.dataflow::<recflow_operators::Minute, _, _>(|scope| {

@@ -39,4 +39,10 @@ impl Event {
     pub fn category_or_unknown(&self) -> &str {
         self.category.as_deref().unwrap_or("unknown")
     }
+
+    /// [`Event::category_or_unknown`] as a shared id: a clone, not a copy
+    /// of its bytes (the jobs' records each take one per event).
+    pub fn category_id(&self) -> Str {
+        self.category.clone().unwrap_or_else(|| Str::new_inline("unknown"))
+    }
 }

@@ -15,7 +15,7 @@ use timely::dataflow::operators::probe::Handle as ProbeHandle;
 use timely::dataflow::operators::Capability;
 use timely::dataflow::{Scope, StreamVec};
 
-use recflow_schemas::{DeadLetter, Event, KafkaPos, Output, RawEvent, Reason, Str, MINUTE_MS};
+use recflow_schemas::{DeadLetter, Event, KafkaPos, Output, RawEvent, Reason, Str, MINUTE_MS, UNKNOWN_CATEGORY};
 use recflow_sources::{Catalog, Origin, Poll, Source};
 
 use crate::hot_items::HotRec;
@@ -139,7 +139,7 @@ pub fn ingest<'s>(
     builder.build(move |caps| {
         let mut caps: Vec<Capability<Minute>> = caps;
         let mut by_minute: BTreeMap<Minute, Buffers> = BTreeMap::new();
-        let unknown = Str::new_inline("unknown");
+        let unknown = Str::new_inline(UNKNOWN_CATEGORY);
         let mut tenants: Vec<(Str, u64)> = Vec::new();
         let mut acked: Option<Option<Minute>> = None;
         move |_frontiers| {

@@ -34,15 +34,18 @@ pub struct Event {
     pub amount: Option<f64>,
 }
 
+/// The category of an event neither its producer nor the catalog gave one.
+pub const UNKNOWN_CATEGORY: &str = "unknown";
+
 impl Event {
-    /// The category to aggregate under: sent, else `unknown`.
+    /// The category to aggregate under: sent, else [`UNKNOWN_CATEGORY`].
     pub fn category_or_unknown(&self) -> &str {
-        self.category.as_deref().unwrap_or("unknown")
+        self.category.as_deref().unwrap_or(UNKNOWN_CATEGORY)
     }
 
     /// [`Event::category_or_unknown`] as a shared id: a clone, not a copy
     /// of its bytes (the jobs' records each take one per event).
     pub fn category_id(&self) -> Str {
-        self.category.clone().unwrap_or_else(|| Str::new_inline("unknown"))
+        self.category.clone().unwrap_or_else(|| Str::new_inline(UNKNOWN_CATEGORY))
     }
 }

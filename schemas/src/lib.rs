@@ -13,7 +13,7 @@ pub mod validate;
 
 pub use action::{Action, ActionWeights, ACTIONS};
 pub use category_map::CategoryMap;
-pub use event::{Event, IdMap, Str};
+pub use event::{Event, IdMap, Str, UNKNOWN_CATEGORY};
 pub use item::Item;
 pub use outputs::{
     DeadLetter, HotList, ItemStatsDelta, KafkaPos, MetricsRow, MetricsWindow, Output, RawEvent, SourcePos,

@@ -31,7 +31,8 @@ pub enum CatalogError {
 impl Catalog {
     /// Inserts or replaces an item.
     pub fn upsert(&mut self, item: &Item) {
-        self.by_tenant.entry(item.tenant_id.clone()).or_default().insert(
+        self.put(
+            item.tenant_id.clone(),
             item.item_id.clone(),
             CatalogEntry {
                 category: item.category.clone(),
@@ -39,6 +40,11 @@ impl Catalog {
                 publish_time: item.publish_time,
             },
         );
+    }
+
+    /// Inserts or replaces the entry of (tenant, item).
+    fn put(&mut self, tenant: Str, item: Str, entry: CatalogEntry) {
+        self.by_tenant.entry(tenant).or_default().insert(item, entry);
     }
 
     /// The entry of one item.
@@ -93,7 +99,8 @@ impl Catalog {
                 line: i,
                 source,
             })?;
-            cat.by_tenant.entry(item.tenant_id).or_default().insert(
+            cat.put(
+                item.tenant_id,
                 item.item_id,
                 CatalogEntry {
                     category: item.category,

@@ -517,7 +517,6 @@ fn sink_publishes_every_output_kind() {
         watch_count: 0,
         watch_seconds: 0.0,
         category_counts: [("news".into(), 4)].into_iter().collect(),
-        category_scores: [("news".into(), 1.0)].into_iter().collect(),
         favorite_categories: vec!["news".into()],
         active_hours: [0; 24],
         first_seen: 1,

@@ -46,7 +46,6 @@ fn profile(user: usize, scenario: usize, window: i64) -> ProfileDoc {
     }
     let a = 1 + (w + user as u64) % 4;
     let b = 1 + w % 3;
-    let total = (a + b) as f64;
     ProfileDoc {
         tenant_id: Str::new(if user.is_multiple_of(3) { "tenant_b" } else { "tenant_a" }),
         user_id: Str::new(format!("user_{user:04}")),
@@ -56,9 +55,6 @@ fn profile(user: usize, scenario: usize, window: i64) -> ProfileDoc {
         // Fractional, and on even windows a whole number, which must still render as a float.
         watch_seconds: if w.is_multiple_of(2) { w as f64 } else { w as f64 / 7.0 },
         category_counts: [(Str::new("music"), a), (Str::new("sports"), b)].into_iter().collect(),
-        category_scores: [(Str::new("music"), a as f64 / total), (Str::new("sports"), b as f64 / total)]
-            .into_iter()
-            .collect(),
         favorite_categories: vec![Str::new("music"), Str::new("sports")],
         active_hours: std::array::from_fn(|h| (h as u64 + w) % 3),
         first_seen: 1_700_000_000_000 + user as i64,

@@ -144,8 +144,6 @@ fn profile(tenant: &str, user: &str, scenario: &str, window: i64, seed: u64) -> 
         .into_iter()
         .map(|(c, n)| (Str::from(c), n))
         .collect();
-    let total: u64 = category_counts.values().sum();
-    let category_scores = category_counts.iter().map(|(c, &n)| (c.clone(), n as f64 / total as f64)).collect();
     let mut active_hours = [0u64; 24];
     active_hours[(seed % 24) as usize] = 4;
     active_hours[13] += 2;
@@ -157,7 +155,6 @@ fn profile(tenant: &str, user: &str, scenario: &str, window: i64, seed: u64) -> 
         watch_count: counts[Action::View.index()] + counts[Action::Play.index()],
         watch_seconds: 93.7 + seed as f64 / 3.0,
         category_counts,
-        category_scores,
         favorite_categories: vec!["music".into(), "sports".into(), "news".into()],
         active_hours,
         first_seen: window - 40 * MIN,

@@ -92,7 +92,6 @@ fn profile(tenant: &str, user: &str, updated_window: i64, events: u64) -> Profil
         watch_count: 0,
         watch_seconds: events as f64 * 1.25,
         category_counts: [(Str::from("music"), 2 * events)].into_iter().collect(),
-        category_scores: [(Str::from("music"), 1.0)].into_iter().collect(),
         favorite_categories: vec!["music".into()],
         active_hours: [0; 24],
         first_seen: T0 - 3_600_000,

@@ -333,10 +333,8 @@ impl ProfileWindows {
 
 /// Builds the document from a cumulative aggregate.
 fn document(k: &UserKey, a: &Agg, updated_window: i64, favorites: usize) -> ProfileDoc {
-    let total: u64 = a.category_weights.iter().map(|(_, w)| w).sum();
-    // `category_weights` is in name order, as the maps want it.
+    // `category_weights` is in name order, as the map wants it.
     let cats: Vec<(Str, u64)> = a.category_weights.iter().filter(|(_, w)| *w > 0).cloned().collect();
-    let scores: Vec<(Str, f64)> = cats.iter().map(|(c, w)| (c.clone(), *w as f64 / total as f64)).collect();
     let favorite_categories = top_k_ids(&cats, favorites);
     ProfileDoc {
         tenant_id: k.tenant.clone(),
@@ -346,7 +344,6 @@ fn document(k: &UserKey, a: &Agg, updated_window: i64, favorites: usize) -> Prof
         watch_count: a.counts[Action::View.index()] + a.counts[Action::Play.index()],
         watch_seconds: a.watch_seconds.get(),
         category_counts: CategoryMap::from_sorted(cats),
-        category_scores: CategoryMap::from_sorted(scores),
         favorite_categories,
         active_hours: a.active_hours,
         first_seen: a.first_seen,
@@ -679,7 +676,7 @@ mod tests {
         assert_eq!(d.category_counts.get("news"), Some(&11));
         assert_eq!(d.category_counts.get("tech"), Some(&4));
         assert_eq!(d.favorite_categories, vec!["news", "tech"]);
-        assert!((d.category_scores["news"] - 11.0 / 15.0).abs() < 1e-15);
+        assert!((d.category_score("news").unwrap() - 11.0 / 15.0).abs() < 1e-15);
         assert_eq!((d.first_seen, d.last_active_at), (1_000, 301_000));
         assert_eq!(d.active_hours[0], 6, "impressions are not activity");
     }

@@ -7,7 +7,13 @@ use serde::{Deserialize, Serialize};
 use crate::{Action, CategoryMap, Str, ACTIONS};
 
 /// Cumulative profile of one (tenant, user, scenario) over all closed 5-min windows.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+///
+/// `category_scores` is written with the document but not held in it: it is
+/// a function of `category_counts` ([`ProfileDoc::category_score`]), so a
+/// document is one heap block fewer to build and, once replaced, to free
+/// (the profile job keeps ~100 K of them turning over). Read back, the
+/// written scores are ignored and derived again from the counts.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
 pub struct ProfileDoc {
     pub tenant_id: Str,
     pub user_id: Str,
@@ -20,8 +26,6 @@ pub struct ProfileDoc {
     pub watch_seconds: f64,
     /// Sum of action weights per category; only positive sums.
     pub category_counts: CategoryMap<u64>,
-    /// category_counts / their total.
-    pub category_scores: CategoryMap<f64>,
     /// Up to three categories, count desc then name asc.
     pub favorite_categories: Vec<Str>,
     /// Non-impression events per UTC hour of day (inline: no allocation per document).
@@ -34,6 +38,77 @@ pub struct ProfileDoc {
     pub recent_items: Vec<Str>,
     /// End (ms) of the last 5-min window with data; also the upsert version.
     pub updated_window: i64,
+}
+
+impl ProfileDoc {
+    /// A category's share of the user's weighted activity: its count over
+    /// the total of `category_counts` (`None` for a category not there).
+    pub fn category_score(&self, name: &str) -> Option<f64> {
+        let count = *self.category_counts.get(name)?;
+        Some(count as f64 / self.category_total() as f64)
+    }
+
+    /// Every category's score, in name order (the `category_scores` field as written).
+    pub fn category_scores(&self) -> impl Iterator<Item = (&Str, f64)> {
+        let total = self.category_total() as f64;
+        self.category_counts.iter().map(move |(c, &n)| (c, n as f64 / total))
+    }
+
+    /// At least 1: a document from elsewhere with only zero counts scores 0, not NaN.
+    fn category_total(&self) -> u64 {
+        self.category_counts.values().sum::<u64>().max(1)
+    }
+}
+
+/// The document as written: every field in declaration order, with
+/// `category_scores` after `category_counts`. Borrowed, so writing copies nothing.
+#[derive(Serialize)]
+struct Written<'a> {
+    tenant_id: &'a Str,
+    user_id: &'a Str,
+    scenario_id: &'a Str,
+    counts: &'a ActionCounts,
+    watch_count: u64,
+    watch_seconds: f64,
+    category_counts: &'a CategoryMap<u64>,
+    category_scores: Scores<'a>,
+    favorite_categories: &'a [Str],
+    active_hours: &'a [u64; 24],
+    first_seen: i64,
+    last_active_at: i64,
+    recent_items: &'a [Str],
+    updated_window: i64,
+}
+
+impl Serialize for ProfileDoc {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        Written {
+            tenant_id: &self.tenant_id,
+            user_id: &self.user_id,
+            scenario_id: &self.scenario_id,
+            counts: &self.counts,
+            watch_count: self.watch_count,
+            watch_seconds: self.watch_seconds,
+            category_counts: &self.category_counts,
+            category_scores: Scores(self),
+            favorite_categories: &self.favorite_categories,
+            active_hours: &self.active_hours,
+            first_seen: self.first_seen,
+            last_active_at: self.last_active_at,
+            recent_items: &self.recent_items,
+            updated_window: self.updated_window,
+        }
+        .serialize(s)
+    }
+}
+
+/// `category_scores` written as an object, name -> score, in name order.
+struct Scores<'a>(&'a ProfileDoc);
+
+impl Serialize for Scores<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(self.0.category_scores().map(|(c, score)| (c.as_str(), score)))
+    }
 }
 
 /// Counts per action, serialized as an object with all twelve action names.
@@ -76,5 +151,53 @@ impl<'de> Deserialize<'de> for ActionCounts {
             out[a.index()] = v;
         }
         Ok(ActionCounts(out))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn doc(categories: &[(&str, u64)]) -> ProfileDoc {
+        ProfileDoc {
+            tenant_id: "t".into(),
+            user_id: "u".into(),
+            scenario_id: "s".into(),
+            counts: ActionCounts::default(),
+            watch_count: 0,
+            watch_seconds: 0.0,
+            category_counts: categories.iter().map(|&(c, n)| (Str::new(c), n)).collect(),
+            favorite_categories: vec![],
+            active_hours: [0; 24],
+            first_seen: 1,
+            last_active_at: 2,
+            recent_items: vec![],
+            updated_window: 300_000,
+        }
+    }
+
+    #[test]
+    fn scores_are_each_count_over_the_total_and_written_after_the_counts() {
+        let d = doc(&[("news", 3), ("music", 1)]);
+        assert_eq!(d.category_score("news"), Some(0.75));
+        assert_eq!(d.category_score("music"), Some(0.25));
+        assert_eq!(d.category_score("pets"), None);
+        let text = serde_json::to_string(&d).unwrap();
+        assert!(
+            text.contains(r#""category_counts":{"music":1,"news":3},"category_scores":{"music":0.25,"news":0.75},"favorite_categories":[]"#),
+            "{text}"
+        );
+        // No categories: an empty object, not a division by zero.
+        let empty = serde_json::to_value(doc(&[])).unwrap();
+        assert_eq!(empty["category_scores"], serde_json::json!({}));
+    }
+
+    #[test]
+    fn read_back_scores_come_from_the_counts() {
+        let mut v = serde_json::to_value(doc(&[("news", 1), ("music", 1)])).unwrap();
+        v["category_scores"]["news"] = serde_json::json!(0.9);
+        let back: ProfileDoc = serde_json::from_value(v).unwrap();
+        assert_eq!(back, doc(&[("news", 1), ("music", 1)]));
+        assert_eq!(back.category_score("news"), Some(0.5));
     }
 }

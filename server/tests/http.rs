@@ -142,7 +142,8 @@ impl Harness {
         .unwrap();
         for (i, c) in favorites.iter().enumerate() {
             doc.favorite_categories.push(Str::new(c));
-            doc.category_scores.insert(Str::new(c), 1.0 / (i + 1) as f64);
+            // Scores (count / total) fall with the rank: 60, 30, 20, ...
+            doc.category_counts.insert(Str::new(c), 60 / (i as u64 + 1));
         }
         self.store.upsert_profile(&doc).unwrap();
     }

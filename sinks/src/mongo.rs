@@ -703,7 +703,6 @@ mod tests {
             watch_count: 2,
             watch_seconds: 1.5,
             category_counts: [(Str::new("music"), 3)].into_iter().collect(),
-            category_scores: [(Str::new("music"), 1.0)].into_iter().collect(),
             favorite_categories: vec![Str::new("music")],
             active_hours: [0; 24],
             first_seen: 1,

@@ -712,8 +712,7 @@ mod tests {
             counts: Default::default(),
             watch_count: 0,
             watch_seconds: 1.5,
-            category_counts: Default::default(),
-            category_scores: [(Str::from("music"), 1.0 / 3.0)].into_iter().collect(),
+            category_counts: [(Str::from("music"), 1), (Str::from("sports"), 2)].into_iter().collect(),
             favorite_categories: vec![],
             active_hours: [0; 24],
             first_seen: 1,
@@ -911,10 +910,12 @@ mod tests {
     fn profile_rendering_round_trips_floats_exactly() {
         let Output::Profile(d) = profile("u1", 1) else { unreachable!() };
         let mut doc = (*d).clone();
-        // Shortest reprs of 17 significant digits are where a lossy float parser slips.
-        for (i, x) in [1.0 / 7.0, 2.0 / 3.0, 0.1 + 0.7, 1e-300 / 3.0, 123456.789e10 / 9.0].into_iter().enumerate() {
-            doc.category_scores.insert(Str::from(format!("c{i}")), x);
+        // Shortest reprs of 17 significant digits are where a lossy float parser slips:
+        // scores of 1..8 over a total of 64 + the rest, and a sum that is not 0.8.
+        for (i, n) in [1, 3, 7, 11, 13, 29].into_iter().enumerate() {
+            doc.category_counts.insert(Str::from(format!("c{i}")), n);
         }
+        doc.watch_seconds = 0.1 + 0.7;
         let json = serde_json::to_string(&doc).unwrap();
         assert_eq!(render(KeyKind::Profile, vec![json]).unwrap(), serde_json::to_value(&doc).unwrap());
     }

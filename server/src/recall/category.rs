@@ -33,7 +33,7 @@ impl Recall for CategoryAffinity {
             let lists = ctx.hot_lists(&key_list, limit).await?;
             let mut out = Vec::new();
             for (cat, list) in cats.iter().zip(lists) {
-                let share = profile.category_scores.get(cat).copied().unwrap_or(0.0).max(0.01);
+                let share = profile.category_score(cat).unwrap_or(0.0).max(0.01);
                 let category = Str::new(cat);
                 out.extend(list.iter().map(|(item_id, score)| Candidate {
                     item_id: item_id.clone(),

@@ -40,7 +40,6 @@ fn profile(user: &str, updated_window: i64, clicks: u64) -> ProfileDoc {
         watch_count: 0,
         watch_seconds: 0.0,
         category_counts: Default::default(),
-        category_scores: Default::default(),
         favorite_categories: vec![],
         active_hours: [0; 24],
         first_seen: 1,

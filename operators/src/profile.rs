@@ -78,7 +78,7 @@ impl From<&Event> for ProfRec {
             user_id: e.user_id.clone(),
             scenario_id: e.scenario_id.clone(),
             item_id: e.item_id.clone(),
-            category: Str::new(e.category_or_unknown()),
+            category: e.category_id(),
             ts: e.ts,
             action: e.action,
             event_id: e.event_id.clone(),

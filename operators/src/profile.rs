@@ -170,7 +170,7 @@ impl Agg {
     /// The result does not depend on the order events are added in (recent
     /// items are ranked by (ts, event_id), and an item cut off could never
     /// rank again).
-    fn add(&mut self, r: OpenEvent, weights: &[u32; 12], keep: usize) {
+    fn add(&mut self, r: &OpenEvent, weights: &[u32; 12], keep: usize) {
         let weight = weights[r.action.index()];
         self.counts[r.action.index()] += 1;
         if r.action.is_watch() {
@@ -186,7 +186,7 @@ impl Agg {
         if r.action != Action::Impression {
             let hour = (r.ts.div_euclid(3_600_000)).rem_euclid(24) as usize;
             self.active_hours[hour] += 1;
-            note_item(&mut self.recent, (r.ts, r.event_id, r.item), keep);
+            note_item(&mut self.recent, (r.ts, &r.event_id, &r.item), keep);
         }
     }
 }
@@ -200,15 +200,15 @@ fn add_weight(weights: &mut Vec<(Str, u64)>, category: &Str, w: u64) {
 }
 
 /// Keeps the latest (ts, event_id) per item, newest first, at most `keep`.
-fn note_item(recent: &mut Vec<(i64, Str, Str)>, entry: (i64, Str, Str), keep: usize) {
-    if let Some(pos) = recent.iter().position(|e| e.2 == entry.2) {
-        if (recent[pos].0, &recent[pos].1) >= (entry.0, &entry.1) {
+fn note_item(recent: &mut Vec<(i64, Str, Str)>, (ts, event_id, item): (i64, &Str, &Str), keep: usize) {
+    if let Some(pos) = recent.iter().position(|e| e.2 == *item) {
+        if (recent[pos].0, &recent[pos].1) >= (ts, event_id) {
             return;
         }
         recent.remove(pos);
     }
-    let at = recent.partition_point(|e| (e.0, &e.1) > (entry.0, &entry.1));
-    recent.insert(at, entry);
+    let at = recent.partition_point(|e| (e.0, &e.1) > (ts, event_id));
+    recent.insert(at, (ts, event_id.clone(), item.clone()));
     recent.truncate(keep);
 }
 
@@ -257,6 +257,8 @@ pub struct ProfileWindows {
     open: BTreeMap<i64, Vec<(usize, OpenEvent)>>,
     /// A closed window's list, emptied: the next window reuses its room.
     spare: Vec<(usize, OpenEvent)>,
+    /// A closing window's (slot, index) pairs in slot order; kept for its room.
+    order: Vec<(usize, usize)>,
     store: Option<Box<dyn ProfileStore>>,
     /// Slots of the users whose latest document is not sent yet.
     unsent: Vec<usize>,
@@ -274,6 +276,7 @@ impl ProfileWindows {
             slab: Vec::new(),
             open: BTreeMap::new(),
             spare: Vec::new(),
+            order: Vec::new(),
             store: None,
             unsent: Vec::new(),
             unsent_since: None,
@@ -286,17 +289,17 @@ impl ProfileWindows {
         self
     }
 
-    /// Loads the stored profiles of the users of `window` (sorted by slot)
-    /// not asked for yet, in one batch.
-    fn load_new_users(&mut self, window: &[(usize, OpenEvent)]) {
+    /// Loads the stored profiles of the users of a closing window not asked
+    /// for yet, in one batch; `order` is its (slot, index) pairs, sorted.
+    fn load_new_users(&mut self, order: &[(usize, usize)]) {
         let Some(store) = self.store.as_mut() else { return };
         // Each user once: at its first event.
-        let keys: Vec<ProfileKey> = window
+        let keys: Vec<ProfileKey> = order
             .iter()
             .enumerate()
-            .filter(|(i, (u, _))| (*i == 0 || window[i - 1].0 != *u) && !self.slab[*u].loaded)
-            .map(|(_, (u, _))| {
-                let k = &self.slab[*u].key;
+            .filter(|&(k, &(u, _))| (k == 0 || order[k - 1].0 != u) && !self.slab[u].loaded)
+            .map(|(_, &(u, _))| {
+                let k = &self.slab[u].key;
                 (k.tenant.clone(), k.user.clone(), k.scenario.clone())
             })
             .collect();
@@ -323,8 +326,8 @@ impl ProfileWindows {
                 user.stored_until = d.updated_window;
             }
         }
-        for (u, _) in window {
-            self.slab[*u].loaded = true;
+        for &(u, _) in order {
+            self.slab[u].loaded = true;
         }
     }
 }
@@ -381,21 +384,24 @@ impl WindowLogic for ProfileWindows {
     fn close(&mut self, close: Minute, out: &mut Vec<Arc<ProfileDoc>>) {
         let end = close as i64 * MINUTE_MS;
         let Some(mut window) = self.open.remove(&end) else { return };
-        // Stable: a user's events keep their arrival order, so each is folded
-        // exactly as before (the fold does not depend on it, ties included).
-        window.sort_by_key(|(u, _)| *u);
-        self.load_new_users(&window);
+        // (slot, index) pairs, sorted: small to sort (the events are ~110
+        // bytes), and each user's events stay in arrival order, so each is
+        // folded exactly as before (the fold does not depend on it, ties included).
+        let mut order = std::mem::take(&mut self.order);
+        order.clear();
+        order.extend(window.iter().enumerate().map(|(i, (u, _))| (*u, i)));
+        order.sort_unstable();
+        self.load_new_users(&order);
         let mut merged = 0;
-        let mut events = window.drain(..).peekable();
-        while let Some((u, r)) = events.next() {
+        for (k, &(u, i)) in order.iter().enumerate() {
             let user = &mut self.slab[u];
             // A replayed window the stored profile already contains adds
             // nothing, and re-sends the stored document.
             let replayed = end <= user.stored_until;
             if !replayed {
-                user.total.add(r, &self.cfg.weights, self.cfg.recent_items);
+                user.total.add(&window[i].1, &self.cfg.weights, self.cfg.recent_items);
             }
-            if events.peek().is_none_or(|(next, _)| *next != u) {
+            if order.get(k + 1).is_none_or(|(next, _)| *next != u) {
                 // The user's last event of the window.
                 let updated = if replayed { user.stored_until } else { end };
                 merged += u64::from(!replayed);
@@ -411,7 +417,8 @@ impl WindowLogic for ProfileWindows {
                 }
             }
         }
-        drop(events);
+        self.order = order;
+        window.clear();
         self.counters.profile_windows.fetch_add(merged, Relaxed);
         if window.capacity() > self.spare.capacity() {
             self.spare = window;

@@ -433,6 +433,9 @@ impl WindowLogic for ProfileWindows {
     /// them before the next part is built (one batch of every held user at
     /// once cost ~60 MiB of peak memory on the bench).
     fn flush_deferred(&mut self, out: &mut Vec<Arc<ProfileDoc>>) {
+        // Users in slab order, so mostly in memory order (sorted already from
+        // the second part of a flush on).
+        self.unsent.sort_unstable();
         let from = self.unsent.len().saturating_sub(FLUSH_CHUNK);
         for u in self.unsent.drain(from..) {
             let user = &mut self.slab[u];

@@ -12,8 +12,10 @@ use crate::{Action, CategoryMap, Str, ACTIONS};
 /// a function of `category_counts` ([`ProfileDoc::category_score`]), so a
 /// document is one heap block fewer to build and, once replaced, to free
 /// (the profile job keeps ~100 K of them turning over). Read back, the
-/// written scores are ignored and derived again from the counts.
+/// written scores are read in their place, so formats without field names
+/// read what was written too, and dropped: they are derived from the counts.
 #[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(from = "Read")]
 pub struct ProfileDoc {
     pub tenant_id: Str,
     pub user_id: Str,
@@ -63,6 +65,7 @@ impl ProfileDoc {
 /// The document as written: every field in declaration order, with
 /// `category_scores` after `category_counts`. Borrowed, so writing copies nothing.
 #[derive(Serialize)]
+#[serde(rename = "ProfileDoc")]
 struct Written<'a> {
     tenant_id: &'a Str,
     user_id: &'a Str,
@@ -99,6 +102,47 @@ impl Serialize for ProfileDoc {
             updated_window: self.updated_window,
         }
         .serialize(s)
+    }
+}
+
+/// The document as read: [`Written`]'s fields in its order, owned.
+#[derive(Deserialize)]
+#[serde(rename = "ProfileDoc")]
+struct Read {
+    tenant_id: Str,
+    user_id: Str,
+    scenario_id: Str,
+    counts: ActionCounts,
+    watch_count: u64,
+    watch_seconds: f64,
+    category_counts: CategoryMap<u64>,
+    #[serde(rename = "category_scores")]
+    _scores: CategoryMap<f64>,
+    favorite_categories: Vec<Str>,
+    active_hours: [u64; 24],
+    first_seen: i64,
+    last_active_at: i64,
+    recent_items: Vec<Str>,
+    updated_window: i64,
+}
+
+impl From<Read> for ProfileDoc {
+    fn from(r: Read) -> Self {
+        ProfileDoc {
+            tenant_id: r.tenant_id,
+            user_id: r.user_id,
+            scenario_id: r.scenario_id,
+            counts: r.counts,
+            watch_count: r.watch_count,
+            watch_seconds: r.watch_seconds,
+            category_counts: r.category_counts,
+            favorite_categories: r.favorite_categories,
+            active_hours: r.active_hours,
+            first_seen: r.first_seen,
+            last_active_at: r.last_active_at,
+            recent_items: r.recent_items,
+            updated_window: r.updated_window,
+        }
     }
 }
 
@@ -199,5 +243,40 @@ mod tests {
         let back: ProfileDoc = serde_json::from_value(v).unwrap();
         assert_eq!(back, doc(&[("news", 1), ("music", 1)]));
         assert_eq!(back.category_score("news"), Some(0.5));
+    }
+
+    #[test]
+    fn reads_back_what_it_writes_without_field_names() {
+        const ORDER: [&str; 14] = [
+            "tenant_id",
+            "user_id",
+            "scenario_id",
+            "counts",
+            "watch_count",
+            "watch_seconds",
+            "category_counts",
+            "category_scores",
+            "favorite_categories",
+            "active_hours",
+            "first_seen",
+            "last_active_at",
+            "recent_items",
+            "updated_window",
+        ];
+        let mut d = doc(&[("news", 3), ("music", 1)]);
+        d.favorite_categories = vec!["news".into()];
+        d.recent_items = vec!["i2".into(), "i1".into()];
+        // Written in this order, and nothing else...
+        let text = serde_json::to_string(&d).unwrap();
+        let at: Vec<usize> = ORDER.iter().map(|k| text.find(&format!("\"{k}\":")).expect(k)).collect();
+        assert!(at.windows(2).all(|w| w[0] < w[1]), "{text}");
+        let v = serde_json::to_value(&d).unwrap();
+        assert_eq!(v.as_object().unwrap().len(), ORDER.len());
+        // ...and read back from the bare values in that order, as formats
+        // without field names (bincode and the like) read a struct: serde_json
+        // reads one from an array the same way.
+        let values: Vec<serde_json::Value> = ORDER.iter().map(|k| v[k].clone()).collect();
+        let back: ProfileDoc = serde_json::from_value(serde_json::Value::Array(values)).unwrap();
+        assert_eq!(back, d);
     }
 }

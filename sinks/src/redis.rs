@@ -911,7 +911,7 @@ mod tests {
         let Output::Profile(d) = profile("u1", 1) else { unreachable!() };
         let mut doc = (*d).clone();
         // Shortest reprs of 17 significant digits are where a lossy float parser slips:
-        // scores of 1..8 over a total of 64 + the rest, and a sum that is not 0.8.
+        // scores n / 67 (these counts and the profile's 1 + 2), and a sum that is not 0.8.
         for (i, n) in [1, 3, 7, 11, 13, 29].into_iter().enumerate() {
             doc.category_counts.insert(Str::from(format!("c{i}")), n);
         }

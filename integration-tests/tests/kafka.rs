@@ -376,19 +376,6 @@ fn a_partition_moved_between_live_members_is_read_once_and_committed_by_its_new_
     // from A to B. Both keep polling (A must take part in the rebalance).
     let mut b_src = KafkaSource::new(&cfg, Validator::default()).unwrap().with_handoffs(handoffs.clone());
     let mut seen_b = Seen::default();
-    let poll_both = |a: &mut KafkaSource, b: &mut KafkaSource, seen_a: &mut Seen, seen_b: &mut Seen| {
-        let mut any = false;
-        for (src, seen) in [(a, seen_a), (b, seen_b)] {
-            if let Poll::Ready(batch) = src.poll() {
-                seen.batches.push(batch);
-                src.processed(0);
-                any = true;
-            }
-        }
-        if !any {
-            std::thread::sleep(Duration::from_millis(2));
-        }
-    };
     let join = Instant::now();
     while b_src.assignment().is_empty() || a.assignment().len() + b_src.assignment().len() != 3 {
         assert!(join.elapsed() < Duration::from_secs(60), "B got no partition");
@@ -412,19 +399,7 @@ fn a_partition_moved_between_live_members_is_read_once_and_committed_by_its_new_
     }
 
     // Every event exactly once across A and B (B did not re-read what A had read).
-    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
-    for id in seen_a.event_ids().into_iter().chain(seen_b.event_ids()) {
-        *counts.entry(id).or_default() += 1;
-    }
-    let expected: BTreeSet<String> = first
-        .lines()
-        .chain(second.lines())
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["event_id"].as_str().unwrap().to_string())
-        .collect();
-    assert_eq!(expected.len(), 3000);
-    let dups = counts.values().filter(|&&c| c > 1).count();
-    assert_eq!(dups, 0, "{dups} events read by both members (moved: {moved:?})");
-    assert_eq!(counts.keys().cloned().collect::<BTreeSet<_>>(), expected);
+    assert_each_read_once(&seen_a, &seen_b, &[&first, &second], &format!("moved: {moved:?}"));
     assert!(seen_b.event_ids().len() < 3000 && !seen_b.batches.is_empty(), "B read its share only");
 
     // B commits the moved partition's records A had read, too: after the drain the
@@ -446,6 +421,106 @@ fn a_partition_moved_between_live_members_is_read_once_and_committed_by_its_new_
     assert_eq!(ends.values().sum::<i64>(), 3000, "the partitions' ends hold every record");
     eprintln!(
         "hand-off: moved {moved:?}, A read {}, B read {}, total {:?}",
+        seen_a.event_ids().len(),
+        seen_b.event_ids().len(),
+        t0.elapsed()
+    );
+}
+
+/// Polls each member once, keeping what it hands out; sleeps briefly when neither had anything.
+fn poll_both(a: &mut KafkaSource, b: &mut KafkaSource, seen_a: &mut Seen, seen_b: &mut Seen) {
+    let mut any = false;
+    for (src, seen) in [(a, seen_a), (b, seen_b)] {
+        if let Poll::Ready(batch) = src.poll() {
+            seen.batches.push(batch);
+            src.processed(0);
+            any = true;
+        }
+    }
+    if !any {
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// Every event of the produced `inputs` was handed out exactly once by the two members together.
+fn assert_each_read_once(a: &Seen, b: &Seen, inputs: &[&str], context: &str) {
+    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+    for id in a.event_ids().into_iter().chain(b.event_ids()) {
+        *counts.entry(id).or_default() += 1;
+    }
+    let expected: BTreeSet<String> = inputs
+        .iter()
+        .flat_map(|input| input.lines())
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["event_id"].as_str().unwrap().to_string())
+        .collect();
+    let produced: usize = inputs.iter().map(|input| input.lines().count()).sum();
+    assert_eq!(expected.len(), produced, "event ids are unique");
+    let dups = counts.values().filter(|&&c| c > 1).count();
+    assert_eq!(dups, 0, "{dups} events read by both members ({context})");
+    assert_eq!(counts.keys().cloned().collect::<BTreeSet<_>>(), expected, "{context}");
+}
+
+#[test]
+fn a_partition_assigned_before_its_local_holder_let_go_waits_for_the_hand_off() {
+    let t0 = Instant::now();
+    let (brokers, b, ta, _topic) = one_tenant_topic();
+    let mut cfg = source_cfg(&brokers, &unique("g"), format!("^user-behaviors-{b}_[a-z]+$"));
+    // A member that does not poll for this long is dropped from the group by its own client
+    // (the broker's minimum session timeout is 6 s; this may not be below it).
+    cfg.properties.insert("max.poll.interval.ms".into(), "7000".into());
+    let first = gen_lines(&[&ta], 2000, 41);
+    produce_jsonl(&brokers, std::io::Cursor::new(first.clone()), 3).unwrap();
+
+    // Member A reads most of it alone; nothing is committed.
+    let handoffs = Handoffs::new();
+    let mut a = KafkaSource::new(&cfg, Validator::default()).unwrap().with_handoffs(handoffs.clone());
+    let limit = Instant::now() + Duration::from_secs(90);
+    let mut seen_a = drain(&mut a, |s, _| s.event_ids().len() >= 1500 || Instant::now() > limit);
+    assert!(seen_a.event_ids().len() >= 1500, "member A read {}", seen_a.event_ids().len());
+    assert_eq!(a.assignment().len(), 3);
+
+    // A stops polling (a worker stuck in a slow sink): its client leaves the group, and the
+    // coordinator gives all three partitions to B while A has not yet seen them revoked. This
+    // is the order a restarted coordinator can produce, too.
+    let mut b_src = KafkaSource::new(&cfg, Validator::default()).unwrap().with_handoffs(handoffs.clone());
+    let mut seen_b = Seen::default();
+    while b_src.assignment().len() != 3 {
+        assert!(t0.elapsed() < Duration::from_secs(120), "B did not get A's partitions");
+        if let Poll::Ready(batch) = b_src.poll() {
+            seen_b.batches.push(batch);
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let waited_from = Instant::now();
+    while waited_from.elapsed() < Duration::from_secs(3) {
+        if let Poll::Ready(batch) = b_src.poll() {
+            seen_b.batches.push(batch);
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    // Without waiting, B would have read from offset 0 (nothing committed) what A already had.
+    assert_eq!(seen_b.event_ids().len(), 0, "B waits while A still holds the partitions");
+    assert_eq!(b_src.max_ts_floor(), i64::MIN, "the partitions B waits for hold its watermark back");
+
+    // A polls again: it sees the partitions revoked and hands them over; B continues where A
+    // stopped. Then more input, read by whoever owns each partition by then.
+    let second = gen_lines(&[&ta], 1000, 42);
+    produce_jsonl(&brokers, std::io::Cursor::new(second.clone()), 3).unwrap();
+    let mut last = Instant::now();
+    let mut total = 0;
+    while last.elapsed() < Duration::from_secs(3) {
+        assert!(t0.elapsed() < Duration::from_secs(200), "read {total} of 3000");
+        poll_both(&mut a, &mut b_src, &mut seen_a, &mut seen_b);
+        let now_total = seen_a.event_ids().len() + seen_b.event_ids().len();
+        if now_total != total || now_total < 3000 {
+            total = now_total;
+            last = Instant::now();
+        }
+    }
+    assert_each_read_once(&seen_a, &seen_b, &[&first, &second], "A kicked out, B assigned first");
+    assert!(!seen_b.batches.is_empty(), "B read the partitions once handed over");
+    eprintln!(
+        "late revoke: A read {}, B read {}, total {:?}",
         seen_a.event_ids().len(),
         seen_b.event_ids().len(),
         t0.elapsed()

@@ -32,7 +32,7 @@ use serde::{Deserialize, Serialize};
 use recflow_schemas::Validator;
 
 use crate::coverage::Coverage;
-use crate::handoff::{Handoff, Handoffs};
+use crate::handoff::{Handoff, Handoffs, MemberId};
 use crate::ledger::CommitLedger;
 use crate::{Batch, Origin, Poll, Record, Rejected, Source};
 
@@ -74,6 +74,9 @@ pub struct KafkaConfig {
     /// Most time between offset commits (ms); also bounds what a restart re-reads beyond the
     /// open windows. Commits happen only for records whose outputs every sink acknowledged.
     pub commit_interval_ms: u64,
+    /// Most time a newly assigned partition waits for another member of this process that
+    /// still holds it to hand it over (ms); after that it is read from the committed offset.
+    pub handoff_wait_ms: u64,
     /// Extra librdkafka properties, applied last (they override the above).
     pub properties: BTreeMap<String, String>,
 }
@@ -93,6 +96,7 @@ impl Default for KafkaConfig {
             statistics_interval_ms: 5000,
             exit_when_idle_ms: None,
             commit_interval_ms: 5000,
+            handoff_wait_ms: 60_000,
             properties: BTreeMap::new(),
         }
     }
@@ -363,8 +367,11 @@ struct Shared {
     ledger: Mutex<CommitLedger>,
     /// Committable positions not yet committed: (next offset, max event time before it).
     due: Mutex<HashMap<PartitionKey, (i64, i64)>>,
-    /// Where revoked partitions are left for the next member of this process.
-    handoffs: OnceLock<Handoffs>,
+    /// Where revoked partitions are left for the next member of this process, and this member's id there.
+    handoffs: OnceLock<(Handoffs, MemberId)>,
+    /// Assigned partitions another local member still held, paused until it hands them over:
+    /// when each was assigned.
+    waiting: Mutex<HashMap<(String, i32), Instant>>,
     /// When a client-wide error was last logged.
     last_client_error: Mutex<Option<Instant>>,
 }
@@ -450,7 +457,7 @@ fn tpl_pairs(tpl: &TopicPartitionList) -> Vec<(String, i32)> {
 }
 
 impl ConsumerContext for Ctx {
-    fn pre_rebalance(&self, _c: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+    fn pre_rebalance(&self, c: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Revoke(tpl) = rebalance {
             let pairs = tpl_pairs(tpl);
             // Before ownership is lost: no commit may include these partitions any
@@ -460,13 +467,27 @@ impl ConsumerContext for Ctx {
                 let key: PartitionKey = (Arc::from(t.as_str()), *p);
                 let runs = ledger.take(&key);
                 let due = due.remove(&key);
-                if let (Some((next_offset, max_ts)), Some(handoffs)) =
-                    (pos.remove(&(t.clone(), *p)), self.0.handoffs.get())
-                {
-                    handoffs.put((t.clone(), *p), Handoff { next_offset, max_ts, runs, due });
+                let position = pos.remove(&(t.clone(), *p));
+                if let Some((handoffs, me)) = self.0.handoffs.get() {
+                    let handoff = position.map(|(next_offset, max_ts)| Handoff { next_offset, max_ts, runs, due });
+                    handoffs.release(&(t.clone(), *p), *me, handoff);
                 }
             }
             drop((pos, ledger, due));
+            // A partition revoked while it waited: unpaused, so a later assignment fetches it.
+            let mut unpause = TopicPartitionList::new();
+            let mut waiting = lock(&self.0.waiting);
+            for (t, p) in &pairs {
+                if waiting.remove(&(t.clone(), *p)).is_some() {
+                    unpause.add_partition(t, *p);
+                }
+            }
+            drop(waiting);
+            if unpause.count() > 0 {
+                if let Err(e) = c.resume(&unpause) {
+                    tracing::warn!(error = %e, "resuming revoked waiting partitions failed");
+                }
+            }
             tracing::info!(partitions = pairs.len(), list = ?pairs, "kafka partitions revoked");
             lock(&self.0.changes).push(Change::Revoked(pairs));
             self.0.changed.store(true, Ordering::Release);
@@ -478,14 +499,35 @@ impl ConsumerContext for Ctx {
             Rebalance::Assign(tpl) => {
                 let pairs = tpl_pairs(tpl);
                 let mut paused = TopicPartitionList::new();
+                let mut held = TopicPartitionList::new();
                 for (t, p) in &pairs {
                     if self.0.exclude.iter().any(|x| x == t) {
                         paused.add_partition(t, *p);
+                    } else if let Some((handoffs, me)) = self.0.handoffs.get() {
+                        // Paused before its first fetch: reading starts, once resumed, at
+                        // the committed offset as for any new assignment.
+                        if !handoffs.claim(&(t.clone(), *p), *me) {
+                            held.add_partition(t, *p);
+                            lock(&self.0.waiting).insert((t.clone(), *p), Instant::now());
+                        }
                     }
                 }
                 if paused.count() > 0 {
                     if let Err(e) = consumer.pause(&paused) {
                         tracing::warn!(error = %e, "pausing excluded topics failed; their messages are skipped");
+                    }
+                }
+                if held.count() > 0 {
+                    tracing::info!(
+                        list = ?tpl_pairs(&held),
+                        "assigned partitions another member of this process still holds; waiting for its hand-off"
+                    );
+                    if let Err(e) = consumer.pause(&held) {
+                        tracing::warn!(error = %e, "pausing partitions still held elsewhere failed; reading them now");
+                        let mut waiting = lock(&self.0.waiting);
+                        for tp in tpl_pairs(&held) {
+                            waiting.remove(&tp);
+                        }
                     }
                 }
                 tracing::info!(partitions = pairs.len(), list = ?pairs, "kafka partitions assigned");
@@ -494,6 +536,15 @@ impl ConsumerContext for Ctx {
             }
             Rebalance::Revoke(_) => {}
             Rebalance::Error(e) => tracing::warn!(error = %e, "kafka rebalance error"),
+        }
+    }
+}
+
+impl Drop for Ctx {
+    /// The member is gone (its consumer closed): what it still held is free for the others.
+    fn drop(&mut self) {
+        if let Some((handoffs, me)) = self.0.handoffs.get() {
+            handoffs.leave(*me);
         }
     }
 }
@@ -680,6 +731,10 @@ pub struct KafkaSource {
     /// offset were read by it and are skipped (this member fetches from the
     /// committed offset). Entries go once that offset is reached.
     skip_below: HashMap<PartitionKey, u64>,
+    /// Most time a partition waits for its hand-off.
+    handoff_wait: Duration,
+    /// When waiting partitions were last reported.
+    last_wait_log: Option<Instant>,
 }
 
 impl KafkaSource {
@@ -708,6 +763,8 @@ impl KafkaSource {
             times: None,
             coverage: None,
             skip_below: HashMap::new(),
+            handoff_wait: Duration::from_millis(cfg.handoff_wait_ms),
+            last_wait_log: None,
         })
     }
 
@@ -743,7 +800,8 @@ impl KafkaSource {
     /// members left there where they stopped (see [`crate::handoff`]).
     pub fn with_handoffs(self, handoffs: Handoffs) -> Self {
         // Set once, before the first poll (the only place rebalances run).
-        let _ = self.shared.handoffs.set(handoffs);
+        let me = handoffs.join();
+        let _ = self.shared.handoffs.set((handoffs, me));
         self
     }
 
@@ -805,11 +863,13 @@ impl KafkaSource {
             match change {
                 Change::Assigned(pairs) => {
                     let mut fresh = Vec::new();
+                    let waiting = lock(&self.shared.waiting).clone();
                     for (t, p) in pairs {
                         let info = Self::intern(&mut self.topics, &self.shared.exclude, &t);
                         if !info.excluded {
                             let key = (info.name.clone(), p);
-                            if !self.tracker.contains(&key) {
+                            // A waiting partition resumes once its hand-off is there.
+                            if !self.tracker.contains(&key) && !waiting.contains_key(&(t.clone(), p)) {
                                 fresh.push((t, p));
                             }
                             self.tracker.assign(key);
@@ -850,7 +910,7 @@ impl KafkaSource {
         let committed = self.committer().committed_with_metadata(pairs, Duration::from_secs(10));
         let mut from_commit = Vec::with_capacity(pairs.len());
         for (t, p) in pairs {
-            let handoff = self.shared.handoffs.get().and_then(|h| h.take(&(t.clone(), *p)));
+            let handoff = self.shared.handoffs.get().and_then(|(h, _)| h.take(&(t.clone(), *p)));
             let Some(h) = handoff else {
                 from_commit.push((t.clone(), *p));
                 continue;
@@ -890,6 +950,59 @@ impl KafkaSource {
             }
             // Without it, replayed records are judged against a lower watermark (fewer late).
             Err(e) => tracing::warn!(error = %e, "reading committed partition times failed"),
+        }
+    }
+
+    /// Starts reading the waiting partitions whose previous holder in this
+    /// process has released them (or that waited `handoff_wait`); the others
+    /// count as active, so the watermark keeps waiting for them.
+    fn check_waiting(&mut self) {
+        let Some((handoffs, me)) = self.shared.handoffs.get().cloned() else { return };
+        let mut ready = Vec::new();
+        let mut still = Vec::new();
+        {
+            let mut waiting = lock(&self.shared.waiting);
+            if waiting.is_empty() {
+                return;
+            }
+            waiting.retain(|tp, since| {
+                if handoffs.claim(tp, me) {
+                    ready.push(tp.clone());
+                    false
+                } else if since.elapsed() >= self.handoff_wait {
+                    tracing::warn!(
+                        topic = %tp.0,
+                        partition = tp.1,
+                        "no hand-off from the partition's previous holder in this process; reading from the \
+                         committed offset (what it read past the commit is read again)"
+                    );
+                    handoffs.seize(tp, me);
+                    ready.push(tp.clone());
+                    false
+                } else {
+                    still.push(tp.clone());
+                    true
+                }
+            });
+        }
+        for (t, p) in &still {
+            let key = (Self::intern(&mut self.topics, &self.shared.exclude, t).name.clone(), *p);
+            self.tracker.touch(&key);
+        }
+        if !still.is_empty() && log_due(&mut self.last_wait_log) {
+            tracing::info!(list = ?still, "waiting for another member of this process to hand over partitions");
+        }
+        if ready.is_empty() {
+            return;
+        }
+        self.resume(&ready);
+        let mut tpl = TopicPartitionList::new();
+        for (t, p) in &ready {
+            tpl.add_partition(t, *p);
+        }
+        tracing::info!(list = ?ready, "partitions handed over; reading them");
+        if let Err(e) = self.consumer.resume(&tpl) {
+            tracing::warn!(error = %e, "resuming handed-over partitions failed");
         }
     }
 
@@ -939,6 +1052,7 @@ impl Source for KafkaSource {
         if self.done {
             return Poll::Done;
         }
+        self.check_waiting();
         let consumer = self.consumer.clone();
         let now_ms = recflow_schemas::validate::now_ms();
         loop {
@@ -991,7 +1105,8 @@ impl Source for KafkaSource {
             return self.emit(batch);
         }
         let idle_exit = self.joined
-            && self.exit_when_idle.is_some_and(|d| self.tracker.listened().saturating_sub(self.last_message) >= d);
+            && self.exit_when_idle.is_some_and(|d| self.tracker.listened().saturating_sub(self.last_message) >= d)
+            && lock(&self.shared.waiting).is_empty();
         if self.stop.load(Ordering::Acquire) || idle_exit {
             self.done = true;
             return Poll::Done;

@@ -5,18 +5,44 @@ use std::path::Path;
 
 use recflow_schemas::{IdMap, Item, Str};
 
-/// Catalog facts the pipeline needs, per item.
-#[derive(Clone, Debug, PartialEq)]
-pub struct CatalogEntry {
-    pub category: Option<Str>,
-    pub scenario_id: Option<Str>,
-    pub publish_time: Option<i64>,
-}
-
-/// Items by tenant then item id; lookups borrow `&str` (no allocation).
+/// The pipeline's catalog: each item's category, per tenant. It is read
+/// once per event without one, so an item costs 32 bytes (its id and an
+/// index into the tenant's few distinct categories), not a copy of the
+/// category name: a smaller table misses the cache less.
 #[derive(Clone, Debug, Default)]
 pub struct Catalog {
-    by_tenant: IdMap<Str, IdMap<Str, CatalogEntry>>,
+    by_tenant: IdMap<Str, TenantCatalog>,
+}
+
+/// One tenant's items and its distinct categories.
+#[derive(Clone, Debug, Default)]
+struct TenantCatalog {
+    /// Item id -> index into `categories`, or [`NO_CATEGORY`].
+    items: IdMap<Str, u32>,
+    categories: Vec<Str>,
+    index: IdMap<Str, u32>,
+}
+
+/// An item the catalog knows without a category.
+const NO_CATEGORY: u32 = u32::MAX;
+
+impl TenantCatalog {
+    fn put(&mut self, item: Str, category: Option<Str>) {
+        let code = match category {
+            None => NO_CATEGORY,
+            Some(c) => match self.index.get(&c) {
+                Some(&i) => i,
+                None => {
+                    // A tenant has a few dozen distinct categories, never 2^32.
+                    let i = self.categories.len() as u32;
+                    self.categories.push(c.clone());
+                    self.index.insert(c, i);
+                    i
+                }
+            },
+        };
+        self.items.insert(item, code);
+    }
 }
 
 /// Why a catalog file could not be loaded.
@@ -31,45 +57,33 @@ pub enum CatalogError {
 impl Catalog {
     /// Inserts or replaces an item.
     pub fn upsert(&mut self, item: &Item) {
-        self.put(
-            item.tenant_id.clone(),
-            item.item_id.clone(),
-            CatalogEntry {
-                category: item.category.clone(),
-                scenario_id: item.scenario_id.clone(),
-                publish_time: item.publish_time,
-            },
-        );
+        self.put(item.tenant_id.clone(), item.item_id.clone(), item.category.clone());
     }
 
-    /// Inserts or replaces the entry of (tenant, item).
-    fn put(&mut self, tenant: Str, item: Str, entry: CatalogEntry) {
-        self.by_tenant.entry(tenant).or_default().insert(item, entry);
+    /// Inserts or replaces the category of (tenant, item).
+    fn put(&mut self, tenant: Str, item: Str, category: Option<Str>) {
+        self.by_tenant.entry(tenant).or_default().put(item, category);
     }
 
-    /// The entry of one item.
-    pub fn get(&self, tenant: &str, item: &str) -> Option<&CatalogEntry> {
-        self.by_tenant.get(tenant)?.get(item)
+    /// True when the catalog knows the item (with or without a category).
+    pub fn contains(&self, tenant: &str, item: &str) -> bool {
+        self.by_tenant.get(tenant).is_some_and(|t| t.items.contains_key(item))
     }
 
     /// The item's category, if the catalog knows it.
     pub fn category(&self, tenant: &str, item: &str) -> Option<&Str> {
-        self.get(tenant, item)?.category.as_ref()
+        let t = self.by_tenant.get(tenant)?;
+        t.categories.get(*t.items.get(item)? as usize)
     }
 
     /// Number of items.
     pub fn len(&self) -> usize {
-        self.by_tenant.values().map(IdMap::len).sum()
+        self.by_tenant.values().map(|t| t.items.len()).sum()
     }
 
     /// True when empty.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
-    }
-
-    /// Iterates over one tenant's items.
-    pub fn tenant_items(&self, tenant: &str) -> impl Iterator<Item = (&Str, &CatalogEntry)> {
-        self.by_tenant.get(tenant).into_iter().flat_map(|m| m.iter())
     }
 
     /// Loads a JSONL catalog (`gen_events.py catalog` format); blank lines are skipped.
@@ -99,34 +113,26 @@ impl Catalog {
                 line: i,
                 source,
             })?;
-            cat.put(
-                item.tenant_id,
-                item.item_id,
-                CatalogEntry {
-                    category: item.category,
-                    scenario_id: item.scenario_id,
-                    publish_time: item.publish_time,
-                },
-            );
+            cat.put(item.tenant_id, item.item_id, item.category);
         }
         Ok(cat)
     }
 }
 
 /// A catalog line: an [`Item`] with the same field types (so the same lines
-/// are refused), but tags and status kept as inline ids the catalog drops.
+/// are refused); only the ids and the category are kept.
 #[derive(serde::Deserialize)]
 struct CatalogLine {
     tenant_id: Str,
-    #[serde(default)]
-    scenario_id: Option<Str>,
+    #[serde(default, rename = "scenario_id")]
+    _scenario_id: Option<Str>,
     item_id: Str,
     #[serde(default)]
     category: Option<Str>,
     #[serde(default, rename = "tags")]
     _tags: Vec<Str>,
-    #[serde(default)]
-    publish_time: Option<i64>,
+    #[serde(default, rename = "publish_time")]
+    _publish_time: Option<i64>,
     #[serde(default, rename = "status")]
     _status: Option<Str>,
 }
@@ -150,6 +156,7 @@ mod tests {
         assert_eq!(c.len(), 1);
         assert_eq!(c.category("t", "i1").map(|s| s.as_str()), Some("tech"), "later lines replace earlier");
         assert!(c.category("u", "i1").is_none());
+        assert!(c.contains("t", "i1") && !c.contains("t", "i9") && !c.contains("u", "i1"));
         std::fs::write(&p, "{\"tenant_id\":1}\n").unwrap();
         assert!(matches!(Catalog::load_jsonl(&p), Err(CatalogError::Parse { line: 1, .. })));
         // Escaped strings and CRLF endings are read like any JSON; the same
@@ -162,6 +169,7 @@ mod tests {
         let c = Catalog::load_jsonl(&p).unwrap();
         assert_eq!(c.category("t", "i2").map(|s| s.as_str()), Some("news"));
         for bad in [
+            "{\"tenant_id\":\"t\",\"item_id\":\"i\",\"publish_time\":\"x\"}",
             "{\"tenant_id\":\"t\",\"item_id\":\"i\",\"tags\":\"x\"}",
             "{\"tenant_id\":\"t\",\"item_id\":\"i\",\"status\":3}",
         ] {
@@ -169,5 +177,40 @@ mod tests {
             assert!(serde_json::from_str::<Item>(bad).is_err());
             assert!(matches!(Catalog::load_jsonl(&p), Err(CatalogError::Parse { line: 2, .. })), "{bad}");
         }
+    }
+
+    fn item(tenant: &str, id: &str, category: Option<&str>) -> Item {
+        let mut v = serde_json::json!({ "tenant_id": tenant, "item_id": id });
+        if let Some(c) = category {
+            v["category"] = c.into();
+        }
+        serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn categories_are_kept_per_item_and_tenant_however_they_are_shared() {
+        // Reference: the last category written for each (tenant, item), in a plain map.
+        let writes = [
+            ("t", "a", Some("news")),
+            ("t", "b", Some("tech")),
+            ("t", "c", Some("news")),
+            ("u", "a", Some("sports")),
+            ("t", "d", None),
+            ("t", "b", Some("news")), // replaced by an existing category
+            ("t", "c", None),         // replaced by none
+            ("u", "b", Some("tech")),
+        ];
+        let mut c = Catalog::default();
+        let mut reference = std::collections::BTreeMap::new();
+        for (t, i, cat) in writes {
+            c.upsert(&item(t, i, cat));
+            reference.insert((t, i), cat);
+        }
+        assert_eq!(c.len(), reference.len());
+        for ((t, i), cat) in &reference {
+            assert_eq!(c.category(t, i).map(|s| s.as_str()), *cat, "{t}/{i}");
+            assert!(c.contains(t, i));
+        }
+        assert!(c.category("u", "d").is_none() && !c.contains("u", "d"), "tenants do not share items");
     }
 }

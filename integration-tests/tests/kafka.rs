@@ -361,16 +361,7 @@ fn a_partition_moved_between_live_members_is_read_once_and_committed_by_its_new_
     let t0 = Instant::now();
     let (brokers, b, ta, topic) = one_tenant_topic();
     let cfg = source_cfg(&brokers, &unique("g"), format!("^user-behaviors-{b}_[a-z]+$"));
-    let first = gen_lines(&[&ta], 2000, 31);
-    produce_jsonl(&brokers, std::io::Cursor::new(first.clone()), 3).unwrap();
-
-    // Member A reads alone; nothing is committed (the sinks never acknowledged).
-    let handoffs = Handoffs::new();
-    let mut a = KafkaSource::new(&cfg, Validator::default()).unwrap().with_handoffs(handoffs.clone());
-    let limit = Instant::now() + Duration::from_secs(90);
-    let mut seen_a = drain(&mut a, |s, _| s.event_ids().len() >= 1500 || Instant::now() > limit);
-    assert!(seen_a.event_ids().len() >= 1500, "member A read {}", seen_a.event_ids().len());
-    assert_eq!(a.assignment().len(), 3);
+    let (first, handoffs, mut a, mut seen_a) = member_a_reads_most_alone(&cfg, &brokers, &ta, 31);
 
     // Member B of the same process joins: a cooperative rebalance moves a partition
     // from A to B. Both keep polling (A must take part in the rebalance).
@@ -386,17 +377,7 @@ fn a_partition_moved_between_live_members_is_read_once_and_committed_by_its_new_
     // More input after the move: B reads its partitions' new records, A its own.
     let second = gen_lines(&[&ta], 1000, 32);
     produce_jsonl(&brokers, std::io::Cursor::new(second.clone()), 3).unwrap();
-    let mut last = Instant::now();
-    let mut total = 0;
-    while last.elapsed() < Duration::from_secs(3) {
-        assert!(t0.elapsed() < Duration::from_secs(150), "read {total} of 3000");
-        poll_both(&mut a, &mut b_src, &mut seen_a, &mut seen_b);
-        let now_total = seen_a.event_ids().len() + seen_b.event_ids().len();
-        if now_total != total || now_total < 3000 {
-            total = now_total;
-            last = Instant::now();
-        }
-    }
+    poll_both_until_all_read(&mut a, &mut b_src, &mut seen_a, &mut seen_b, 3000, t0 + Duration::from_secs(150));
 
     // Every event exactly once across A and B (B did not re-read what A had read).
     assert_each_read_once(&seen_a, &seen_b, &[&first, &second], &format!("moved: {moved:?}"));
@@ -425,6 +406,48 @@ fn a_partition_moved_between_live_members_is_read_once_and_committed_by_its_new_
         seen_b.event_ids().len(),
         t0.elapsed()
     );
+}
+
+/// Produces 2,000 events to the test's topic; member A (with a fresh hand-off table) reads at
+/// least 1,500 of them alone, committing nothing (the sinks never acknowledged).
+fn member_a_reads_most_alone(
+    cfg: &KafkaConfig,
+    brokers: &str,
+    tenant: &str,
+    seed: u64,
+) -> (String, Handoffs, KafkaSource, Seen) {
+    let first = gen_lines(&[tenant], 2000, seed);
+    produce_jsonl(brokers, std::io::Cursor::new(first.clone()), 3).unwrap();
+    let handoffs = Handoffs::new();
+    let mut a = KafkaSource::new(cfg, Validator::default()).unwrap().with_handoffs(handoffs.clone());
+    let limit = Instant::now() + Duration::from_secs(90);
+    let seen_a = drain(&mut a, |s, _| s.event_ids().len() >= 1500 || Instant::now() > limit);
+    assert!(seen_a.event_ids().len() >= 1500, "member A read {}", seen_a.event_ids().len());
+    assert_eq!(a.assignment().len(), 3);
+    (first, handoffs, a, seen_a)
+}
+
+/// Polls both members until together they handed out at least `want` events and then
+/// nothing more for 3 s; fails at `deadline`.
+fn poll_both_until_all_read(
+    a: &mut KafkaSource,
+    b: &mut KafkaSource,
+    seen_a: &mut Seen,
+    seen_b: &mut Seen,
+    want: usize,
+    deadline: Instant,
+) {
+    let mut last = Instant::now();
+    let mut total = 0;
+    while last.elapsed() < Duration::from_secs(3) {
+        assert!(Instant::now() < deadline, "read {total} of {want}");
+        poll_both(a, b, seen_a, seen_b);
+        let now_total = seen_a.event_ids().len() + seen_b.event_ids().len();
+        if now_total != total || now_total < want {
+            total = now_total;
+            last = Instant::now();
+        }
+    }
 }
 
 /// Polls each member once, keeping what it hands out; sleeps briefly when neither had anything.
@@ -468,16 +491,7 @@ fn a_partition_assigned_before_its_local_holder_let_go_waits_for_the_hand_off() 
     // A member that does not poll for this long is dropped from the group by its own client
     // (the broker's minimum session timeout is 6 s; this may not be below it).
     cfg.properties.insert("max.poll.interval.ms".into(), "7000".into());
-    let first = gen_lines(&[&ta], 2000, 41);
-    produce_jsonl(&brokers, std::io::Cursor::new(first.clone()), 3).unwrap();
-
-    // Member A reads most of it alone; nothing is committed.
-    let handoffs = Handoffs::new();
-    let mut a = KafkaSource::new(&cfg, Validator::default()).unwrap().with_handoffs(handoffs.clone());
-    let limit = Instant::now() + Duration::from_secs(90);
-    let mut seen_a = drain(&mut a, |s, _| s.event_ids().len() >= 1500 || Instant::now() > limit);
-    assert!(seen_a.event_ids().len() >= 1500, "member A read {}", seen_a.event_ids().len());
-    assert_eq!(a.assignment().len(), 3);
+    let (first, handoffs, mut a, mut seen_a) = member_a_reads_most_alone(&cfg, &brokers, &ta, 41);
 
     // A stops polling (a worker stuck in a slow sink): its client leaves the group, and the
     // coordinator gives all three partitions to B while A has not yet seen them revoked. This
@@ -506,17 +520,7 @@ fn a_partition_assigned_before_its_local_holder_let_go_waits_for_the_hand_off() 
     // stopped. Then more input, read by whoever owns each partition by then.
     let second = gen_lines(&[&ta], 1000, 42);
     produce_jsonl(&brokers, std::io::Cursor::new(second.clone()), 3).unwrap();
-    let mut last = Instant::now();
-    let mut total = 0;
-    while last.elapsed() < Duration::from_secs(3) {
-        assert!(t0.elapsed() < Duration::from_secs(200), "read {total} of 3000");
-        poll_both(&mut a, &mut b_src, &mut seen_a, &mut seen_b);
-        let now_total = seen_a.event_ids().len() + seen_b.event_ids().len();
-        if now_total != total || now_total < 3000 {
-            total = now_total;
-            last = Instant::now();
-        }
-    }
+    poll_both_until_all_read(&mut a, &mut b_src, &mut seen_a, &mut seen_b, 3000, t0 + Duration::from_secs(200));
     assert_each_read_once(&seen_a, &seen_b, &[&first, &second], "A kicked out, B assigned first");
     assert!(!seen_b.batches.is_empty(), "B read the partitions once handed over");
     eprintln!(

@@ -863,7 +863,7 @@ impl KafkaSource {
             match change {
                 Change::Assigned(pairs) => {
                     let mut fresh = Vec::new();
-                    let waiting = lock(&self.shared.waiting).clone();
+                    let waiting = lock(&self.shared.waiting);
                     for (t, p) in pairs {
                         let info = Self::intern(&mut self.topics, &self.shared.exclude, &t);
                         if !info.excluded {
@@ -875,6 +875,7 @@ impl KafkaSource {
                             self.tracker.assign(key);
                         }
                     }
+                    drop(waiting);
                     self.resume(&fresh);
                 }
                 Change::Revoked(pairs) => {
@@ -957,14 +958,15 @@ impl KafkaSource {
     /// process has released them (or that waited `handoff_wait`); the others
     /// count as active, so the watermark keeps waiting for them.
     fn check_waiting(&mut self) {
+        // Called on every poll: nothing but this check unless a partition waits.
+        if lock(&self.shared.waiting).is_empty() {
+            return;
+        }
         let Some((handoffs, me)) = self.shared.handoffs.get().cloned() else { return };
         let mut ready = Vec::new();
         let mut still = Vec::new();
         {
             let mut waiting = lock(&self.shared.waiting);
-            if waiting.is_empty() {
-                return;
-            }
             waiting.retain(|tp, since| {
                 if handoffs.claim(tp, me) {
                     ready.push(tp.clone());

@@ -21,7 +21,7 @@ use recflow_sinks::{KafkaSink, KafkaSinkConfig, Sink};
 use recflow_sources::generator::{events, GenConfig};
 use recflow_sources::kafka::topic_of_tenant;
 use recflow_sources::kafka_admin::{create_topics, produce_jsonl};
-use recflow_sources::{Batch, Handoffs, KafkaConfig, KafkaSource, Origin, Poll, Source};
+use recflow_sources::{Batch, Coverage, Handoffs, KafkaConfig, KafkaSource, Origin, Poll, Source};
 
 /// A tenant/topic prefix unique to this test: lowercase, valid in a tenant id.
 fn base() -> String {
@@ -529,6 +529,102 @@ fn a_partition_assigned_before_its_local_holder_let_go_waits_for_the_hand_off() 
         seen_b.event_ids().len(),
         t0.elapsed()
     );
+}
+
+#[test]
+fn a_partition_moved_to_a_member_whose_floor_is_ahead_finds_no_watermark_past_its_records() {
+    let t0 = Instant::now();
+    let (brokers, b, ta, topic) = one_tenant_topic();
+    let cfg = source_cfg(&brokers, &unique("g"), format!("^user-behaviors-{b}_[a-z]+$"));
+    // The pipeline's set-up: one coverage and one hand-off table per process.
+    let coverage = Coverage::new();
+    coverage.set_inputs((0..3).map(|p| (topic.clone(), p)).collect());
+    let handoffs = Handoffs::new();
+    let member = |slot| {
+        KafkaSource::new(&cfg, Validator::default())
+            .unwrap()
+            .with_handoffs(handoffs.clone())
+            .with_coverage(coverage.clone(), slot)
+    };
+    let (mut a, mut b_src) = (member(0), member(1));
+    let (mut seen_a, mut seen_b) = (Seen::default(), Seen::default());
+    while b_src.assignment().is_empty() || a.assignment().is_empty() || !coverage.is_complete() {
+        assert!(t0.elapsed() < Duration::from_secs(60), "the two members did not split the partitions");
+        poll_both(&mut a, &mut b_src, &mut seen_a, &mut seen_b);
+    }
+    assert_eq!(seen_a.event_ids().len() + seen_b.event_ids().len(), 0, "the topic is empty yet");
+    assert_eq!(b_src.max_ts_floor(), i64::MIN, "B has read nothing");
+
+    // A's partitions get recent events, B's events 30 minutes older, which B never reads
+    // (its worker is slow). Event times are set per partition, so the test knows the order.
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
+    let moved: Vec<i32> = b_src.assignment().into_iter().map(|(_, p)| p).collect();
+    let prod = producer(&brokers);
+    let mut old_ts = BTreeSet::new();
+    for (i, line) in gen_lines(&[&ta], 600, 51).lines().enumerate() {
+        let partition = (i % 3) as i32;
+        let mut v: serde_json::Value = serde_json::from_str(line).unwrap();
+        let ts = if moved.contains(&partition) { now - 2_400_000 } else { now - 600_000 } + i as i64;
+        if moved.contains(&partition) {
+            old_ts.insert(ts);
+        }
+        v["timestamp"] = ts.into();
+        let payload = v.to_string();
+        prod.send(BaseRecord::<(), str>::to(&topic).partition(partition).payload(&payload)).unwrap();
+    }
+    prod.flush(Duration::from_secs(10)).unwrap();
+    let a_share = 600 - old_ts.len();
+
+    // A reads all of its own: its own floor is ten minutes ago, yet B holds an unread partition.
+    // Each batch is checked against the highest floor A reported before it: its worker's
+    // capability (the ingest's lateness bound) follows the floor and never moves back.
+    let mut too_late = Vec::new();
+    let mut floor = i64::MIN;
+    let mut read_batch = |a: &mut KafkaSource, seen: &mut Seen| {
+        floor = floor.max(a.max_ts_floor());
+        if let Poll::Ready(batch) = a.poll() {
+            a.processed(0);
+            let oldest = batch.records.iter().filter_map(|r| r.parsed.as_ref().ok().map(|e| e.ts)).min();
+            if oldest.is_some_and(|o| o < floor) {
+                too_late.push((batch.origin.clone(), (floor - oldest.unwrap()) / 60_000));
+            }
+            seen.batches.push(batch);
+        }
+    };
+    while seen_a.event_ids().len() < a_share {
+        assert!(t0.elapsed() < Duration::from_secs(120), "A read {} of {a_share}", seen_a.event_ids().len());
+        read_batch(&mut a, &mut seen_a);
+    }
+    // B's worker fails; its partitions move to A, which reads their old events from offset 0.
+    drop(b_src);
+    let mut moved_seen = Seen::default();
+    while moved_seen.event_ids().len() < old_ts.len() {
+        assert!(t0.elapsed() < Duration::from_secs(150), "A read {} moved events", moved_seen.event_ids().len());
+        read_batch(&mut a, &mut moved_seen);
+    }
+    // Without the process-wide floor, A's capability was ten minutes ahead and the moved
+    // partitions' first batches were 30 minutes behind it.
+    assert_eq!(too_late, vec![], "batches older than A's floor before them (origin, minutes behind)");
+    assert!(moved_seen.partitions().iter().all(|(_, p)| moved.contains(p)), "A's own were read before");
+    // Once A reads everything, its floor is its own again: the lowest partition maximum.
+    let floor = a.max_ts_floor();
+    let lowest_max = (0..3)
+        .map(|p| {
+            seen_a
+                .batches
+                .iter()
+                .chain(&moved_seen.batches)
+                .filter(|b| matches!(&b.origin, Origin::Kafka { partition, .. } if *partition == p))
+                .flat_map(|b| &b.records)
+                .filter_map(|r| r.parsed.as_ref().ok().map(|e| e.ts))
+                .max()
+                .unwrap()
+        })
+        .min()
+        .unwrap();
+    assert_eq!(floor, lowest_max, "the failed member holds A back no more");
+    assert_eq!(a.assignment().len(), 3);
+    eprintln!("floor cap: moved {moved:?}, {} old events, total {:?}", old_ts.len(), t0.elapsed());
 }
 
 /// Reads `n` messages of partition 0 of `topic` from the beginning.

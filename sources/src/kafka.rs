@@ -549,6 +549,13 @@ impl Drop for Ctx {
     }
 }
 
+impl Drop for KafkaSource {
+    /// A member dropped before it finished (its worker failed) holds the others back no more.
+    fn drop(&mut self) {
+        self.finish_coverage();
+    }
+}
+
 /// A (topic, partition, next offset) to commit.
 pub type Position = (String, i32, i64);
 
@@ -794,6 +801,13 @@ impl KafkaSource {
     pub fn with_coverage(mut self, coverage: Coverage, slot: usize) -> Self {
         self.coverage = Some((coverage, slot));
         self
+    }
+
+    /// This member reads no more: the process's coverage stops counting its floor and partitions.
+    fn finish_coverage(&self) {
+        if let Some((c, slot)) = &self.coverage {
+            c.finished(*slot);
+        }
     }
 
     /// Leaves revoked partitions in `handoffs` and continues partitions other
@@ -1111,16 +1125,25 @@ impl Source for KafkaSource {
             && lock(&self.shared.waiting).is_empty();
         if self.stop.load(Ordering::Acquire) || idle_exit {
             self.done = true;
+            self.finish_coverage();
             return Poll::Done;
         }
         Poll::Pending
     }
 
     fn max_ts_floor(&self) -> i64 {
+        let own = self.tracker.floor();
         match &self.coverage {
-            // Event time waits until every input partition is read by someone.
-            Some((c, _)) if !c.is_complete() => i64::MIN,
-            _ => self.tracker.floor(),
+            Some((c, slot)) => {
+                let lowest = c.floor_with(*slot, own);
+                // Event time waits until every input partition is read by someone.
+                if c.is_complete() {
+                    lowest
+                } else {
+                    i64::MIN
+                }
+            }
+            None => own,
         }
     }
 

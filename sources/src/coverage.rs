@@ -108,9 +108,16 @@ impl Coverage {
         s.floors.values().copied().min().unwrap_or(floor)
     }
 
-    /// The member in `slot` reads no more: its floor no longer holds the
-    /// others back, and what it owned counts as unowned until reassigned.
+    /// The member in `slot` reads no more: its floor no longer holds the others back.
     pub fn finished(&self, slot: usize) {
+        self.update(|s| {
+            s.floors.remove(&slot);
+        });
+    }
+
+    /// The member in `slot` is gone (its consumer closed): besides
+    /// [`Coverage::finished`], what it owned is unowned until reassigned.
+    pub fn left(&self, slot: usize) {
         self.update(|s| {
             s.floors.remove(&slot);
             s.owned.remove(&slot);
@@ -230,13 +237,15 @@ mod tests {
     }
 
     #[test]
-    fn a_finished_members_partitions_are_unowned() {
+    fn a_members_partitions_are_unowned_once_it_left() {
         let c = Coverage::new();
         c.set_inputs(set(&[("t", 0), ("t", 1)]));
         c.set_owned(0, set(&[("t", 0)]));
         c.set_owned(1, set(&[("t", 1)]));
         assert!(c.is_complete());
         c.finished(1);
+        assert!(c.is_complete(), "a finished member's consumer still holds its partitions");
+        c.left(1);
         assert!(!c.is_complete(), "until another member is assigned its partition");
         assert_eq!(c.unowned(), vec![("t".to_string(), 1)]);
     }

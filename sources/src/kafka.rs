@@ -550,9 +550,12 @@ impl Drop for Ctx {
 }
 
 impl Drop for KafkaSource {
-    /// A member dropped before it finished (its worker failed) holds the others back no more.
+    /// The member's consumer closes: it holds the others back no more, and its partitions
+    /// count as unowned until the group gives them to another member.
     fn drop(&mut self) {
-        self.finish_coverage();
+        if let Some((c, slot)) = &self.coverage {
+            c.left(*slot);
+        }
     }
 }
 
@@ -801,13 +804,6 @@ impl KafkaSource {
     pub fn with_coverage(mut self, coverage: Coverage, slot: usize) -> Self {
         self.coverage = Some((coverage, slot));
         self
-    }
-
-    /// This member reads no more: the process's coverage stops counting its floor and partitions.
-    fn finish_coverage(&self) {
-        if let Some((c, slot)) = &self.coverage {
-            c.finished(*slot);
-        }
     }
 
     /// Leaves revoked partitions in `handoffs` and continues partitions other
@@ -1125,7 +1121,9 @@ impl Source for KafkaSource {
             && lock(&self.shared.waiting).is_empty();
         if self.stop.load(Ordering::Acquire) || idle_exit {
             self.done = true;
-            self.finish_coverage();
+            if let Some((c, slot)) = &self.coverage {
+                c.finished(*slot);
+            }
             return Poll::Done;
         }
         Poll::Pending
@@ -1134,6 +1132,8 @@ impl Source for KafkaSource {
     fn max_ts_floor(&self) -> i64 {
         let own = self.tracker.floor();
         match &self.coverage {
+            // A finished member waits for nobody, and must not count among those still reading.
+            Some(_) if self.done => own,
             Some((c, slot)) => {
                 let lowest = c.floor_with(*slot, own);
                 // Event time waits until every input partition is read by someone.

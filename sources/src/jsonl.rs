@@ -5,7 +5,8 @@
 //! lateness does not depend on the number of workers.
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::BufRead;
+use std::io::Read;
+use std::ops::Range;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use recflow_schemas::{Rejection, Validator};
@@ -31,7 +32,9 @@ struct Block {
 }
 
 struct Reader {
-    input: Box<dyn BufRead + Send>,
+    input: Box<dyn Read + Send>,
+    /// The start of a line the last block could not end: the next block begins with it.
+    carry: Vec<u8>,
     next_block: u64,
     next_line: u64,
     eof: bool,
@@ -65,7 +68,13 @@ pub struct JsonlFile {
     ledger: Mutex<Ledger>,
     block_bytes: usize,
     max_line_bytes: usize,
+    /// Block buffers whose lines were parsed, for the next blocks (already
+    /// paged in, so a block is read into memory that is warm and mapped).
+    spare: Mutex<Vec<Vec<u8>>>,
 }
+
+/// Buffers kept for reuse, at most: one per worker in flight is plenty.
+const SPARE_BLOCKS: usize = 16;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A poisoned lock means another worker panicked: a bug; keep going with the data.
@@ -76,121 +85,169 @@ impl JsonlFile {
     /// Opens `path` (`-` = stdin). `block_bytes` is the unit of work per
     /// worker step; lines longer than `max_line_bytes` are rejected as oversize.
     pub fn open(path: &str, block_bytes: usize, max_line_bytes: usize) -> std::io::Result<Arc<JsonlFile>> {
-        let input: Box<dyn BufRead + Send> = if path == "-" {
-            Box::new(std::io::BufReader::with_capacity(1 << 20, std::io::stdin()))
-        } else {
-            Box::new(std::io::BufReader::with_capacity(1 << 20, std::fs::File::open(path)?))
-        };
+        // Unbuffered: blocks are read straight into their own buffers.
+        let input: Box<dyn Read + Send> =
+            if path == "-" { Box::new(std::io::stdin()) } else { Box::new(std::fs::File::open(path)?) };
         Ok(Self::from_reader(path, input, block_bytes, max_line_bytes))
     }
 
     /// A shared input over any reader (tests, generators).
     pub fn from_reader(
         name: &str,
-        input: Box<dyn BufRead + Send>,
+        input: Box<dyn Read + Send>,
         block_bytes: usize,
         max_line_bytes: usize,
     ) -> Arc<JsonlFile> {
         Arc::new(JsonlFile {
             origin: Origin::File { path: Arc::from(name) },
-            reader: Mutex::new(Reader { input, next_block: 0, next_line: 1, eof: false }),
+            reader: Mutex::new(Reader { input, carry: Vec::new(), next_block: 0, next_line: 1, eof: false }),
             ledger: Mutex::new(Ledger { prefix_max: i64::MIN, ..Ledger::default() }),
             block_bytes: block_bytes.max(1),
             max_line_bytes,
+            spare: Mutex::new(Vec::new()),
         })
     }
 
     /// Reads the next block of whole lines; `None` at end of input.
+    ///
+    /// The input is read straight into the block's buffer, so every byte is
+    /// copied once (by the kernel), not once more out of a reader's buffer.
+    /// Lines are split off until `block_bytes` are used; the start of a line
+    /// read past that goes to the next block. The buffer holds
+    /// `block_bytes` plus a line of the limit, so an unfinished line below
+    /// the limit always has room to grow; one over it is cut to its first
+    /// 4 KiB and the rest of it skipped.
     fn next_block(&self) -> std::io::Result<Option<Block>> {
         let mut r = lock(&self.reader);
-        if r.eof {
+        if r.eof && r.carry.is_empty() {
             return Ok(None);
         }
-        let mut block =
-            Block { index: r.next_block, data: Vec::with_capacity(self.block_bytes + 4096), lines: Vec::new() };
-        let limit = self.max_line_bytes as u64;
-        while block.data.len() < self.block_bytes {
-            let start = block.data.len();
-            let no = r.next_line;
-            // Read at most limit+1 bytes of the line so a huge line never sits in memory.
-            let n = read_line(&mut r.input, limit + 2, &mut block.data)?;
-            if n == 0 {
-                r.eof = true;
+        let (want, limit) = (self.block_bytes, self.max_line_bytes);
+        let cap = want + limit + 2;
+        let mut data = lock(&self.spare).pop().unwrap_or_default();
+        // Kept at its full length, so reads never zero it again.
+        data.resize(cap, 0);
+        let mut filled = r.carry.len();
+        data[..filled].copy_from_slice(&r.carry);
+        r.carry.clear();
+        let mut lines = Vec::new();
+        // `pos`: start of the unfinished line; `scan`: where its newline search goes on.
+        let (mut pos, mut scan) = (0, 0);
+        loop {
+            while pos < want {
+                let Some(i) = memchr::memchr(b'\n', &data[scan..filled]) else {
+                    scan = filled;
+                    break;
+                };
+                let newline = scan + i;
+                lines.push(Line::new(r.next_line, &data, pos, newline, limit));
+                r.next_line += 1;
+                pos = newline + 1;
+                scan = pos;
+            }
+            if pos >= want {
                 break;
             }
-            r.next_line += 1;
-            let mut end = block.data.len();
-            let terminated = block.data[end - 1] == b'\n';
-            if terminated {
-                end -= 1;
-            }
-            if end > start && block.data[end - 1] == b'\r' {
-                end -= 1;
-            }
-            let mut oversize = None;
-            if (end - start) as u64 > limit {
-                let mut total = (end - start) as u64;
-                if !terminated {
-                    // Skip the rest of the line, counting it.
-                    total += skip_line(&mut r.input)?;
+            // No newline in `limit + 2` bytes: over the limit even without its line end.
+            if filled - pos > limit + 1 {
+                // At most 4 KiB are kept (the dead letter's payload), and never all the room.
+                let cut = pos + 4096.min(filled - pos).min(limit + 1);
+                let read_last = data[filled - 1];
+                let (skipped, last, rest) = skip_line(&mut *r.input, &mut data[cut..])?;
+                // Counted as `Line::new` counts: a `\r` ending the line is not.
+                let cr = last.unwrap_or(read_last) == b'\r';
+                let total = (filled - pos) as u64 + skipped - u64::from(cr);
+                lines.push(Line { no: r.next_line, start: pos, end: cut, oversize: Some(total) });
+                r.next_line += 1;
+                match rest {
+                    // What followed its newline in the last read moves up behind the cut line.
+                    Some(rest) => {
+                        data.copy_within(cut + rest.start..cut + rest.end, cut);
+                        filled = cut + rest.len();
+                    }
+                    None => {
+                        r.eof = true;
+                        filled = cut;
+                    }
                 }
-                block.data.truncate(start + 4096.min(end - start));
-                end = block.data.len();
-                oversize = Some(total);
+                pos = cut;
+                scan = cut;
+                continue;
             }
-            block.lines.push(Line { no, start, end, oversize });
+            if r.eof {
+                if filled > pos {
+                    // The last line, without a newline.
+                    lines.push(Line::new(r.next_line, &data, pos, filled, limit));
+                    r.next_line += 1;
+                    pos = filled;
+                }
+                break;
+            }
+            // Up to `want`, then a little at a time: the line read past it is carried.
+            let until = if filled < want { want } else { (filled + 4096).min(cap) };
+            match r.input.read(&mut data[filled..until]) {
+                Ok(0) => r.eof = true,
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
         }
-        if block.lines.is_empty() && r.eof {
+        r.carry.extend_from_slice(&data[pos..filled]);
+        if lines.is_empty() {
+            self.recycle(data);
             return Ok(None);
         }
+        let block = Block { index: r.next_block, data, lines };
         r.next_block += 1;
         Ok(Some(block))
     }
-}
 
-/// Consumes input up to and including the next newline, stopping after `max`
-/// bytes or at the end, handing each buffered piece to `piece`; returns the
-/// bytes consumed and whether a newline ended them. `BufRead::read_until` on
-/// `take`, but with memchr's SIMD search: finding line ends is a pass over
-/// every byte.
-fn consume_line(input: &mut dyn BufRead, max: u64, mut piece: impl FnMut(&[u8])) -> std::io::Result<(u64, bool)> {
-    let mut read = 0u64;
-    loop {
-        let buf = match input.fill_buf() {
-            Ok(buf) => buf,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
-        let room = usize::try_from(max - read).unwrap_or(usize::MAX).min(buf.len());
-        if room == 0 {
-            return Ok((read, false));
-        }
-        let (take, line_end) = match memchr::memchr(b'\n', &buf[..room]) {
-            Some(i) => (i + 1, true),
-            None => (room, false),
-        };
-        piece(&buf[..take]);
-        input.consume(take);
-        read += take as u64;
-        if line_end {
-            return Ok((read, true));
+    /// Keeps a parsed block's buffer for a later block.
+    fn recycle(&self, data: Vec<u8>) {
+        let mut spare = lock(&self.spare);
+        if spare.len() < SPARE_BLOCKS {
+            spare.push(data);
         }
     }
 }
 
-/// Appends the next line, newline included, reading at most `max` bytes;
-/// returns bytes read.
-fn read_line(input: &mut dyn BufRead, max: u64, out: &mut Vec<u8>) -> std::io::Result<usize> {
-    let (read, _) = consume_line(input, max, |piece| out.extend_from_slice(piece))?;
-    // At most `max` bytes, all of them now in `out`, so they fit a usize.
-    Ok(read as usize)
+impl Line {
+    /// The line `data[start..end]` (its newline not included), trailing `\r`
+    /// dropped; over `limit` bytes it is cut to its first 4 KiB.
+    fn new(no: u64, data: &[u8], start: usize, end: usize, limit: usize) -> Self {
+        let end = if end > start && data[end - 1] == b'\r' { end - 1 } else { end };
+        let len = end - start;
+        if len > limit {
+            Line { no, start, end: start + 4096.min(len), oversize: Some(len as u64) }
+        } else {
+            Line { no, start, end, oversize: None }
+        }
+    }
 }
 
-/// Consumes input up to and including the next newline; returns bytes
-/// skipped, not counting the newline.
-fn skip_line(input: &mut dyn BufRead) -> std::io::Result<u64> {
-    let (read, newline) = consume_line(input, u64::MAX, |_| {})?;
-    Ok(read - u64::from(newline))
+/// Reads through the rest of an oversize line using `buf` as room. Returns
+/// the bytes skipped (its newline not counted), their last byte, and the
+/// range of `buf` read after the newline, or `None` if the input ended first.
+fn skip_line(input: &mut dyn Read, buf: &mut [u8]) -> std::io::Result<(u64, Option<u8>, Option<Range<usize>>)> {
+    let (mut skipped, mut last) = (0u64, None);
+    loop {
+        let n = match input.read(buf) {
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if n == 0 {
+            return Ok((skipped, last, None));
+        }
+        let newline = memchr::memchr(b'\n', &buf[..n]);
+        let end = newline.unwrap_or(n);
+        if end > 0 {
+            (skipped, last) = (skipped + end as u64, Some(buf[end - 1]));
+        }
+        if let Some(i) = newline {
+            return Ok((skipped, last, Some(i + 1..n)));
+        }
+    }
 }
 
 /// One worker's view of a shared [`JsonlFile`].
@@ -247,6 +304,7 @@ impl Source for JsonlSource {
                 match self.file.next_block() {
                     Ok(Some(block)) => {
                         let (records, max_ts) = self.parse(&block);
+                        self.file.recycle(block.data);
                         lock(&self.file.ledger).publish(block.index, max_ts);
                         self.waiting = Some((block.index, records));
                     }
@@ -354,22 +412,116 @@ mod tests {
         assert_eq!(recs[2].offset, 3);
     }
 
+    /// Hands out at most `chunk` bytes per read, as a pipe may.
+    struct Trickle<'a>(&'a [u8], usize);
+
+    impl Read for Trickle<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            let n = self.1.min(buf.len()).min(self.0.len());
+            buf[..n].copy_from_slice(&self.0[..n]);
+            self.0 = &self.0[n..];
+            Ok(n)
+        }
+    }
+
+    /// (line number, kept bytes, oversize length) of every line, as a plain split
+    /// says: a trailing `\r` dropped, over `limit` bytes cut to 4 KiB or `limit + 1`.
+    fn reference(text: &[u8], limit: usize) -> Vec<(u64, Vec<u8>, Option<u64>)> {
+        let mut parts: Vec<&[u8]> = text.split(|b| *b == b'\n').collect();
+        if parts.last().is_some_and(|p| p.is_empty()) {
+            parts.pop();
+        }
+        parts
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                let p = p.strip_suffix(b"\r").unwrap_or(p);
+                if p.len() > limit {
+                    // Cut where the reader decided: with all of it in its buffer, or after `limit + 2` bytes.
+                    (i as u64 + 1, p[..4096.min(p.len())].to_vec(), Some(p.len() as u64))
+                } else {
+                    (i as u64 + 1, p.to_vec(), None)
+                }
+            })
+            .collect()
+    }
+
+    fn read_all(text: &[u8], block_bytes: usize, limit: usize, chunk: usize) -> Vec<(u64, Vec<u8>, Option<u64>)> {
+        let input = Box::new(Trickle(text.to_vec().leak(), chunk));
+        let file = JsonlFile::from_reader("mem", input, block_bytes, limit);
+        let mut out = Vec::new();
+        let mut last_index = None;
+        while let Some(block) = file.next_block().expect("in memory") {
+            assert_eq!(last_index.map_or(0, |i| i + 1), block.index);
+            last_index = Some(block.index);
+            for l in &block.lines {
+                out.push((l.no, block.data[l.start..l.end].to_vec(), l.oversize));
+            }
+            file.recycle(block.data);
+        }
+        out
+    }
+
     #[test]
-    fn read_line_reads_what_read_until_on_take_reads() {
-        use std::io::{BufReader, Read as _};
-        let text = b"ab\r\n\n0123456789abcdef\nlast line without end";
-        // A 3-byte buffer makes lines span refills; several caps cut lines.
-        for max in [1u64, 2, 3, 5, 16, 17, 100] {
-            let (mut ours, mut std) = (BufReader::with_capacity(3, &text[..]), BufReader::with_capacity(3, &text[..]));
-            loop {
-                let (mut a, mut b) = (b"kept".to_vec(), b"kept".to_vec());
-                let n = read_line(&mut ours, max, &mut a).expect("in memory");
-                let m = (&mut std).take(max).read_until(b'\n', &mut b).expect("in memory");
-                assert_eq!((n, &a), (m, &b), "max {max}");
-                if n == 0 {
-                    break;
+    fn blocks_hold_the_lines_a_plain_split_finds() {
+        let long = |n: usize, c: u8| vec![c; n];
+        let mut texts: Vec<Vec<u8>> = vec![
+            b"".to_vec(),
+            b"\n".to_vec(),
+            b"ab\r\n\n0123456789abcdef\nlast line without end".to_vec(),
+            b"one\ntwo\r\n\r\nthree\n".to_vec(),
+            b"x\r".to_vec(),
+        ];
+        // Lines around the limit (100), with and without `\r`, terminated or not.
+        for len in [99, 100, 101, 102, 103, 250, 5000] {
+            for (cr, nl) in [(false, true), (true, true), (false, false), (true, false)] {
+                let mut t = b"first\n".to_vec();
+                t.extend(long(len, b'a'));
+                if cr {
+                    t.push(b'\r');
+                }
+                if nl {
+                    t.extend_from_slice(b"\nafter\n");
+                }
+                texts.push(t);
+            }
+        }
+        // Many short lines mixed with oversize ones.
+        let mut mixed = Vec::new();
+        for i in 0..300usize {
+            mixed.extend(long(i * 7 % 130, b'a' + (i % 26) as u8));
+            mixed.extend_from_slice(if i % 5 == 0 { b"\r\n" } else { b"\n" });
+        }
+        texts.push(mixed);
+        for text in &texts {
+            let want = reference(text, 100);
+            for block_bytes in [1, 7, 64, 1000, 1 << 16] {
+                for chunk in [1, 3, 64, 4096, usize::MAX] {
+                    let got = read_all(text, block_bytes, 100, chunk);
+                    let show = String::from_utf8_lossy(&text[..text.len().min(40)]);
+                    assert_eq!(got.len(), want.len(), "{show:?}, block {block_bytes}, chunk {chunk}");
+                    for (g, w) in got.iter().zip(&want) {
+                        assert_eq!((g.0, g.2), (w.0, w.2), "{show:?}, block {block_bytes}, chunk {chunk}");
+                        // An oversize line keeps a prefix of itself, at most 4 KiB.
+                        if w.2.is_some() {
+                            assert!(w.1.starts_with(&g.1) && !g.1.is_empty() && g.1.len() <= 4096);
+                        } else {
+                            assert_eq!(g.1, w.1, "{show:?}, block {block_bytes}, chunk {chunk}");
+                        }
+                    }
                 }
             }
         }
+    }
+
+    #[test]
+    fn block_buffers_are_reused() {
+        let text: String = (0..2000).map(ev).collect();
+        let file = JsonlFile::from_reader("mem", Box::new(std::io::Cursor::new(text.into_bytes())), 4096, 1000);
+        let mut w = [JsonlSource::new(file.clone(), Validator::default(), i64::MAX / 2)];
+        let batches = drain(&mut w);
+        assert_eq!(batches.iter().map(|b| b.records.len()).sum::<usize>(), 2000);
+        assert!(batches.len() > 10);
+        assert_eq!(lock(&file.spare).len(), 1, "one worker needs one buffer");
     }
 }

@@ -187,6 +187,8 @@ pub fn ingest<'s>(
                 };
                 let room = batch.records.len();
                 let mut budget = 2 * room;
+                // Added once per batch: the counter is shared by the process's workers.
+                let mut valid = 0;
                 for rec in batch.records {
                     let mut ev: Event = match rec.parsed {
                         Ok(ev) => ev,
@@ -204,7 +206,7 @@ pub fn ingest<'s>(
                             continue;
                         }
                     };
-                    cfg.counters.events.fetch_add(1, Relaxed);
+                    valid += 1;
                     let source = topic.as_ref().map(|(topic, partition)| KafkaPos {
                         topic: topic.clone(),
                         partition: *partition,
@@ -253,6 +255,7 @@ pub fn ingest<'s>(
                         .log
                         .push(Output::Raw(Box::new(RawEvent { event: ev, source })));
                 }
+                cfg.counters.events.fetch_add(valid, Relaxed);
                 source.processed(release);
             }
             {

@@ -550,10 +550,12 @@ impl Drop for Ctx {
 }
 
 impl Drop for KafkaSource {
-    /// The member's consumer closes: it holds the others back no more, and its partitions
-    /// count as unowned until the group gives them to another member.
+    /// A member dropped before it finished (its worker failed, its consumer closes) holds the
+    /// others back no more, and its partitions count as unowned until the group moves them.
+    /// A finished member keeps them: a committer may keep its consumer, hence its
+    /// assignment, alive, and nobody else would be given them meanwhile.
     fn drop(&mut self) {
-        if let Some((c, slot)) = &self.coverage {
+        if let (Some((c, slot)), false) = (&self.coverage, self.done) {
             c.left(*slot);
         }
     }

@@ -110,9 +110,8 @@ impl Coverage {
 
     /// The member in `slot` reads no more: its floor no longer holds the others back.
     pub fn finished(&self, slot: usize) {
-        self.update(|s| {
-            s.floors.remove(&slot);
-        });
+        // Floors do not change what is owned: no completeness to recompute.
+        self.0.state.lock().unwrap_or_else(|p| p.into_inner()).floors.remove(&slot);
     }
 
     /// The member in `slot` is gone (its consumer closed): besides

@@ -185,11 +185,9 @@ impl JsonlFile {
             }
             // Up to `want`, then a little at a time: the line read past it is carried.
             let until = if filled < want { want } else { (filled + 4096).min(cap) };
-            match r.input.read(&mut data[filled..until]) {
-                Ok(0) => r.eof = true,
-                Ok(n) => filled += n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
+            match read_some(&mut *r.input, &mut data[filled..until])? {
+                0 => r.eof = true,
+                n => filled += n,
             }
         }
         r.carry.extend_from_slice(&data[pos..filled]);
@@ -225,17 +223,23 @@ impl Line {
     }
 }
 
+/// One `read`, retried when a signal interrupted it.
+fn read_some(input: &mut dyn Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    loop {
+        match input.read(buf) {
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            other => return other,
+        }
+    }
+}
+
 /// Reads through the rest of an oversize line using `buf` as room. Returns
 /// the bytes skipped (its newline not counted), their last byte, and the
 /// range of `buf` read after the newline, or `None` if the input ended first.
 fn skip_line(input: &mut dyn Read, buf: &mut [u8]) -> std::io::Result<(u64, Option<u8>, Option<Range<usize>>)> {
     let (mut skipped, mut last) = (0u64, None);
     loop {
-        let n = match input.read(buf) {
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
+        let n = read_some(input, buf)?;
         if n == 0 {
             return Ok((skipped, last, None));
         }

@@ -168,7 +168,10 @@ impl WindowLogic for HotPanes {
             }
         };
         let acc = &mut panes[i].1;
-        acc.sum.add(decayed(w, pane_end - r.ts, self.cfg.half_life_ms));
+        // Weight 0 (impressions, half the events) adds nothing to the score.
+        if w > 0.0 {
+            acc.sum.add(decayed(w, pane_end - r.ts, self.cfg.half_life_ms));
+        }
         acc.counts[r.action.index()] += 1;
         if (r.ts, &r.event_id) >= (acc.latest.0, &acc.latest.1) {
             acc.latest = (r.ts, r.event_id, r.category);

@@ -498,5 +498,8 @@ pub fn main(args: RunArgs) -> anyhow::Result<()> {
     if let Some(p) = &args.stats_json {
         std::fs::write(p, serde_json::to_vec_pretty(&stats)?)?;
     }
+    // The process ends here: freeing ~100 K profile documents one by one
+    // costs more than the OS taking the pages back (1.7 % of a 1 M-event run).
+    std::mem::forget(store);
     Ok(())
 }

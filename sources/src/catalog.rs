@@ -64,10 +64,11 @@ impl Catalog {
 
     /// Inserts or replaces the category of (tenant, item).
     fn put(&mut self, tenant: &str, item: Str, category: Option<&str>) {
-        if let Some(t) = self.by_tenant.get_mut(tenant) {
-            return t.put(item, category);
+        // Looked up by `&str` first: a `Str` key is made once per tenant, not per item.
+        match self.by_tenant.get_mut(tenant) {
+            Some(t) => t.put(item, category),
+            None => self.by_tenant.entry(Str::new(tenant)).or_default().put(item, category),
         }
-        self.by_tenant.entry(Str::new(tenant)).or_default().put(item, category);
     }
 
     /// True when the catalog knows the item (with or without a category).

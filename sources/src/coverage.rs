@@ -18,7 +18,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -103,7 +103,7 @@ impl Coverage {
     /// 10,039 events that way). Windows close at the minimum over all
     /// workers anyway, so this costs no progress.
     pub fn floor_with(&self, slot: usize, floor: i64) -> i64 {
-        let mut s = self.0.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut s = self.state();
         s.floors.insert(slot, floor);
         s.floors.values().copied().min().unwrap_or(floor)
     }
@@ -111,7 +111,7 @@ impl Coverage {
     /// The member in `slot` reads no more: its floor no longer holds the others back.
     pub fn finished(&self, slot: usize) {
         // Floors do not change what is owned: no completeness to recompute.
-        self.0.state.lock().unwrap_or_else(|p| p.into_inner()).floors.remove(&slot);
+        self.state().floors.remove(&slot);
     }
 
     /// The member in `slot` is gone (its consumer closed): besides
@@ -130,7 +130,7 @@ impl Coverage {
 
     /// Input partitions no member owns (for logs).
     pub fn unowned(&self) -> Vec<TopicPartition> {
-        let s = self.0.state.lock().unwrap_or_else(|p| p.into_inner());
+        let s = self.state();
         let mut v: Vec<TopicPartition> = match &s.inputs {
             Some(i) => i.iter().filter(|tp| !s.owned.values().any(|o| o.contains(*tp))).cloned().collect(),
             None => Vec::new(),
@@ -139,8 +139,14 @@ impl Coverage {
         v
     }
 
+    /// The shared state. A poisoned lock only means another worker panicked;
+    /// every critical section leaves the maps consistent, so keep going.
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.0.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     fn update(&self, f: impl FnOnce(&mut State)) {
-        let mut s = self.0.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut s = self.state();
         f(&mut s);
         let now = s.complete();
         if self.0.complete.swap(now, Ordering::AcqRel) != now {
